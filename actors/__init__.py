@@ -1,0 +1,45 @@
+"""actors: run CPU-heavy Python jobs in a supervised pool of worker processes, durably.
+
+    from actors import Supervisor, job
+
+    @job(timeout="30s")
+    def thumbnail(thumb: Thumb) -> Made: ...
+
+    Supervisor([thumbnail], workers=4, store="runs.db").serve()
+"""
+
+from .client import Client, Handle
+from .context import Context
+from .durations import parse_duration
+from .errors import (
+    ActorsError,
+    DuplicateJob,
+    JobNotFound,
+    RunCancelled,
+    RunError,
+    RunFailed,
+    RunNotFound,
+    RunTimedOut,
+    SoftTimeout,
+    StoreError,
+    StoreLocked,
+)
+from .job import Job, Priority, job
+from .retry import Retry, compute_backoff
+from .run import Attempt, Outcome, RunRecord, RunStatus
+from .stores import MemoryStore, SQLiteStore, Store
+from .supervisor.supervisor import Supervisor
+
+__all__ = [
+    # running jobs
+    "Supervisor", "job", "Job", "Context", "Retry", "Priority", "Client", "Handle",
+    # records
+    "RunStatus", "Outcome", "RunRecord", "Attempt",
+    # stores
+    "Store", "SQLiteStore", "MemoryStore",
+    # errors
+    "ActorsError", "JobNotFound", "DuplicateJob", "StoreError", "StoreLocked", "RunNotFound", "RunError",
+    "RunFailed", "RunTimedOut", "RunCancelled", "SoftTimeout",
+    # helpers
+    "compute_backoff", "parse_duration",
+]

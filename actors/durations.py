@@ -1,0 +1,48 @@
+"""Parsing of durations ("250ms", "30s", "5m", "2h", seconds, timedelta) and rates ("10/s")."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+Duration = str | int | float | timedelta
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+_RATE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*/\s*(\d*(?:\.\d*)?)\s*(ms|s|m|h|d)\s*$")
+
+
+def parse_duration(value: Duration, *, what: str = "duration") -> float:
+    """Seconds as a float from "250ms" / "30s" / "5m" / "2h" / "1d", a number of seconds, or a timedelta.
+
+    A malformed or negative value raises ValueError naming it.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"invalid {what} {value!r}: expected e.g. '250ms', '30s', '5m', '2h' or seconds")
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    else:
+        raise ValueError(f"invalid {what} {value!r}: expected e.g. '250ms', '30s', '5m', '2h' or seconds")
+    if seconds < 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError(f"invalid {what} {value!r}: must be a finite, non-negative duration")
+    return seconds
+
+
+def optional_duration(value: Duration | None, *, what: str = "duration") -> float | None:
+    """parse_duration, letting None through (for options that may be unset)."""
+    return None if value is None else parse_duration(value, what=what)
+
+
+def parse_rate(value: str) -> tuple[float, float]:
+    """(count, period in seconds) from "10/s", "100/m", "5/10s"; ValueError naming a malformed one."""
+    match = _RATE.match(value) if isinstance(value, str) else None
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"invalid rate {value!r}: expected e.g. '10/s', '100/m' or '5/10s'")
+    period = float(match.group(2) or 1) * _UNITS[match.group(3)]
+    if period <= 0:
+        raise ValueError(f"invalid rate {value!r}: the period must be positive")
+    return float(match.group(1)), period

@@ -1,0 +1,69 @@
+"""Every public exception of `actors`, under one base class."""
+
+from __future__ import annotations
+
+
+class ActorsError(Exception):
+    """Base class of every error `actors` raises on purpose."""
+
+
+class JobNotFound(ActorsError, LookupError):
+    """Raised when a job name is not in the registry this supervisor or client was given."""
+
+
+class DuplicateJob(ActorsError, ValueError):
+    """Raised when two jobs given to one supervisor share a name."""
+
+
+class StoreError(ActorsError):
+    """Raised when the store is corrupt, read-only, full or otherwise unusable."""
+
+
+class StoreLocked(StoreError):
+    """Raised when another live supervisor already serves this store file."""
+
+
+class RunNotFound(ActorsError, LookupError):
+    """Raised when a run id does not exist in the store."""
+
+
+class SoftTimeout(Exception):
+    """Raised inside a job when its `soft_timeout` expires, so it can clean up before the kill."""
+
+
+class RunError(ActorsError):
+    """Raised by `Handle.result()` when a run ended without a result.
+
+    Carries the run id, the error type name, the message and the remote traceback text.
+    """
+
+    def __init__(
+        self,
+        run_id: int,
+        error_type: str | None,
+        message: str | None,
+        traceback: str | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.error_type = error_type
+        self.message = message
+        self.traceback = traceback
+        super().__init__(f"run {run_id}: {error_type or 'error'}: {message or ''}".rstrip(": "))
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.traceback:
+            text += "\n\nRemote traceback:\n" + self.traceback.rstrip()
+        return text
+
+
+class RunFailed(RunError):
+    """Raised when the run's last attempt failed: an exception, a crash or a bad output."""
+
+
+class RunTimedOut(RunError):
+    """Raised when the run's last attempt overstayed its timeout and was killed."""
+
+
+class RunCancelled(RunError):
+    """Raised when the run was cancelled before it produced a result."""

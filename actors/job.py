@@ -1,0 +1,135 @@
+"""`@job`: a typed function plus its options, the unit the supervisor schedules.
+
+The input model is the first parameter's annotation (a pydantic `BaseModel`); the output type
+is the return annotation (a model or anything `pydantic.TypeAdapter` validates: `int`,
+`list[str]`, `None`...). An optional second parameter receives the run's `Context`. Inputs are
+validated at `submit` (in the caller) and outputs in the worker, so the supervisor only moves
+JSON text.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, overload
+
+from pydantic import BaseModel, TypeAdapter
+
+from .durations import Duration, optional_duration
+from .retry import Retry
+
+In = TypeVar("In", bound=BaseModel)
+Out = TypeVar("Out")
+
+
+class Priority:
+    """Named priorities; any int works, higher runs first."""
+
+    LOW = -10
+    NORMAL = 0
+    HIGH = 10
+    CRITICAL = 100
+
+
+class Job(Generic[In, Out]):
+    """A registered job: the function, its name, models and options. Calling it calls the function."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Out],
+        *,
+        name: str | None = None,
+        input: type[In] | None = None,
+        output: Any = inspect.Parameter.empty,
+        timeout: Duration | None = None,
+        soft_timeout: Duration | None = None,
+        retry: Retry | int | None = None,
+        priority: int = Priority.NORMAL,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"@job expects a function, got {fn!r}")
+        self.fn = fn
+        self.name: str = name or getattr(fn, "__qualname__", None) or repr(fn)
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"invalid job name {self.name!r}")
+        params = list(inspect.signature(fn).parameters.values())
+        if not params or len(params) > 2:
+            raise TypeError(f"job {self.name!r} must take (input) or (input, ctx), not {len(params)} parameters")
+        self.takes_context = len(params) == 2
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception:
+            hints = getattr(fn, "__annotations__", {})
+        model = input if input is not None else hints.get(params[0].name)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(
+                f"job {self.name!r}: the first parameter must be annotated with a pydantic BaseModel "
+                f"(or pass input=Model), got {model!r}"
+            )
+        self.input_model: type[In] = model
+        if output is inspect.Parameter.empty:
+            output = hints.get("return", Any)
+        self.output_type = output
+        self.output_adapter: TypeAdapter[Out] = TypeAdapter(output)
+        self.timeout = optional_duration(timeout, what=f"timeout of job {self.name!r}")
+        self.soft_timeout = optional_duration(soft_timeout, what=f"soft_timeout of job {self.name!r}")
+        if self.soft_timeout is not None and self.timeout is not None and self.soft_timeout >= self.timeout:
+            raise ValueError(f"job {self.name!r}: soft_timeout must be below timeout")
+        if isinstance(retry, int) and not isinstance(retry, bool):
+            retry = Retry(attempts=retry)
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"job {self.name!r}: retry must be a Retry or an int, got {retry!r}")
+        self.retry: Retry | None = retry
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise TypeError(f"job {self.name!r}: priority must be an int, got {priority!r}")
+        self.priority = priority
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["output_adapter"]  # rebuilt on the other side of the pipe
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.output_adapter = TypeAdapter(self.output_type)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Out:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Job {self.name} ({self.input_model.__name__}) -> {getattr(self.output_type, '__name__', self.output_type)}>"
+
+    def validate_input(self, value: Any) -> str:
+        """The input as JSON text, validated by the input model (raises pydantic.ValidationError)."""
+        if type(value) is self.input_model:
+            return value.model_dump_json()
+        return self.input_model.model_validate(value).model_dump_json()
+
+    def output_json(self, value: Any) -> str:
+        """Validate a returned value against the output type and serialize it (runs in the worker)."""
+        return self.output_adapter.dump_json(self.output_adapter.validate_python(value)).decode()
+
+    def parse_output(self, text: str) -> Out:
+        """The stored JSON output back as the output type."""
+        return self.output_adapter.validate_json(text)
+
+
+@overload
+def job(fn: Callable[..., Out], /) -> Job[Any, Out]: ...
+@overload
+def job(
+    *,
+    name: str | None = ...,
+    input: type[BaseModel] | None = ...,
+    output: Any = ...,
+    timeout: Duration | None = ...,
+    soft_timeout: Duration | None = ...,
+    retry: Retry | int | None = ...,
+    priority: int = ...,
+) -> Callable[[Callable[..., Out]], Job[Any, Out]]: ...
+def job(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Declare a job, bare (`@job`) or with options (`@job(timeout="30s", retry=Retry(3))`)."""
+    if fn is not None:
+        return Job(fn, **options)
+    return lambda f: Job(f, **options)

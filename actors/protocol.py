@@ -1,0 +1,124 @@
+"""The pipe protocol between a supervisor and the workers it started (version 1).
+
+One framing rule: every message is a 4-byte big-endian length followed by a pickle of one of the
+records below. Pickle only ever crosses these private pipes, never the store. The supervisor
+reads everything available per readiness event and splits frames itself (`FrameReader`).
+
+Order carries meaning: a worker executes its assigned runs one at a time, in the order they
+were sent, and writes each run's result before it starts the next. So the supervisor always
+knows which run a worker held when it died: the oldest one it has not reported.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+from typing import Any, NamedTuple
+
+PROTOCOL_VERSION = 1
+_HEADER = struct.Struct(">I")
+MAX_FRAME = 1 << 31
+
+
+# -- supervisor -> worker ---------------------------------------------------------------------
+
+
+class Assign(NamedTuple):
+    """Runs for the worker to execute in order: (run_id, attempt, job name, input JSON, soft timeout)."""
+
+    runs: list[tuple[int, int, str, str, float | None]]
+
+
+class Stop(NamedTuple):
+    """Finish what was assigned, then exit."""
+
+
+# -- worker -> supervisor ---------------------------------------------------------------------
+
+
+class Ready(NamedTuple):
+    """The worker finished its setup and accepts runs."""
+
+    pid: int
+    protocol: int = PROTOCOL_VERSION
+
+
+class SetupFailed(NamedTuple):
+    """The worker could not load the jobs or run their setup; it exits after sending this."""
+
+    error_type: str
+    message: str
+    traceback: str
+
+
+class Done(NamedTuple):
+    """A run returned; `output` is JSON text already validated against the job's output type."""
+
+    run_id: int
+    attempt: int
+    output: str
+    seconds: float
+    peak_rss: int
+
+
+class Failed(NamedTuple):
+    """A run raised, or its output was invalid; `retryable` is the job's retry policy's verdict."""
+
+    run_id: int
+    attempt: int
+    error_type: str
+    message: str
+    traceback: str
+    retryable: bool
+    seconds: float
+    peak_rss: int
+
+
+def encode(message: Any) -> bytes:
+    """One frame: length header + pickle."""
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(body)) + body
+
+
+def write_frame(fd: int, message: Any) -> None:
+    """Write one whole frame to a blocking fd (the worker's side)."""
+    view = memoryview(encode(message))
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class BadFrame(Exception):
+    """Raised when bytes on a pipe are not a frame of this protocol."""
+
+
+class FrameReader:
+    """Accumulates bytes and splits out whole messages; never raises on partial input."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        """Add bytes; return the messages completed by them. Raises BadFrame on garbage."""
+        buffer = self._buffer
+        buffer += data
+        messages = []
+        offset = 0
+        end = len(buffer)
+        with memoryview(buffer) as view:
+            while end - offset >= 4:
+                (size,) = _HEADER.unpack_from(view, offset)
+                if size >= MAX_FRAME:
+                    raise BadFrame(f"frame of {size} bytes")
+                if end - offset - 4 < size:
+                    break
+                try:
+                    messages.append(pickle.loads(view[offset + 4 : offset + 4 + size]))
+                except Exception as exc:
+                    raise BadFrame(f"undecodable frame: {type(exc).__name__}: {exc}") from exc
+                offset += 4 + size
+        if offset:
+            del buffer[:offset]
+        return messages

@@ -1,0 +1,93 @@
+"""Retry policies and the pure backoff function used for runs and for worker restarts.
+
+`Retry(attempts=4, backoff="exponential", base="500ms", cap="1m", jitter=0.1)` allows four
+attempts in all (the first one included). The delay before attempt n+1 is computed by
+`compute_backoff(policy, n)`, a pure function of the policy and the attempt that failed, so it
+is tested without a clock. Jitter spreads the delay by +/- the given fraction, then the cap
+bounds it.
+
+Which failures are retried: exceptions pass `retry_on` (exception classes or a predicate,
+evaluated in the worker where the exception object lives); timeouts when `on_timeout`;
+crashes of the worker (a signal, `os._exit`, memory limit) when `on_crash`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .durations import Duration, parse_duration
+
+Backoff = str | Sequence[Duration] | Callable[[int], Duration]
+_STRATEGIES = ("immediate", "fixed", "linear", "exponential")
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How often and how soon a failed run is tried again. Durations in seconds or "500ms"-style."""
+
+    attempts: int = 1
+    backoff: Backoff = "exponential"
+    base: Duration = 1.0
+    cap: Duration | None = "1h"
+    jitter: float = 0.0
+    retry_on: tuple[type[BaseException], ...] | Callable[[BaseException], bool] = (Exception,)
+    on_timeout: bool = True
+    on_crash: bool = True
+    base_s: float = field(init=False, repr=False)
+    cap_s: float | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attempts, int) or isinstance(self.attempts, bool) or self.attempts < 1:
+            raise ValueError(f"invalid retry attempts {self.attempts!r}: expected an int >= 1")
+        if isinstance(self.backoff, str) and self.backoff not in _STRATEGIES:
+            raise ValueError(f"invalid retry backoff {self.backoff!r}: expected one of {_STRATEGIES}, a list of durations or a callable")
+        if not isinstance(self.backoff, str) and not callable(self.backoff):
+            if not self.backoff:
+                raise ValueError("invalid retry backoff []: a table needs at least one duration")
+            for step in self.backoff:
+                parse_duration(step, what="retry backoff step")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError(f"invalid retry jitter {self.jitter!r}: expected a fraction in [0, 1]")
+        if isinstance(self.retry_on, type):
+            object.__setattr__(self, "retry_on", (self.retry_on,))
+        object.__setattr__(self, "base_s", parse_duration(self.base, what="retry base"))
+        cap = None if self.cap is None else parse_duration(self.cap, what="retry cap")
+        object.__setattr__(self, "cap_s", cap)
+
+    def retries_exception(self, exc: BaseException) -> bool:
+        """Whether an exception raised by the job is worth another attempt."""
+        if callable(self.retry_on) and not isinstance(self.retry_on, tuple):
+            try:
+                return bool(self.retry_on(exc))
+            except Exception:
+                return False
+        return isinstance(exc, self.retry_on)
+
+
+NO_RETRY = Retry(attempts=1)
+
+
+def compute_backoff(policy: Retry, attempt: int, rng: random.Random | Any = random) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based) before the next one."""
+    backoff = policy.backoff
+    if callable(backoff) and not isinstance(backoff, str | list | tuple):
+        delay = parse_duration(backoff(attempt), what="retry backoff result")
+    elif not isinstance(backoff, str):
+        table = list(backoff)
+        delay = parse_duration(table[min(attempt, len(table)) - 1])
+    elif backoff == "immediate":
+        return 0.0
+    elif backoff == "fixed":
+        delay = policy.base_s
+    elif backoff == "linear":
+        delay = policy.base_s * attempt
+    else:
+        delay = policy.base_s * 2.0 ** min(attempt - 1, 64)
+    if policy.jitter:
+        delay *= 1.0 + rng.uniform(-policy.jitter, policy.jitter)
+    if policy.cap_s is not None:
+        delay = min(delay, policy.cap_s)
+    return max(delay, 0.0)

@@ -1,0 +1,22 @@
+"""Stores: the `Store` contract and its implementations."""
+
+from __future__ import annotations
+
+import os
+
+from .base import Changes, Finish, Ready, Store
+from .memory import MemoryStore
+from .sqlite import SQLiteStore
+
+__all__ = ["Changes", "Finish", "MemoryStore", "Ready", "SQLiteStore", "Store", "open_store"]
+
+
+def open_store(store: Store | str | os.PathLike[str], *, lock: bool, durability: str = "normal") -> Store:
+    """A Store from what a user passes: ":memory:", a path to an SQLite file, or a Store."""
+    if isinstance(store, str) and store == ":memory:":
+        return MemoryStore()
+    if isinstance(store, str | os.PathLike):
+        return SQLiteStore(store, lock=lock, durability=durability)
+    if isinstance(store, Store):
+        return store
+    raise TypeError(f"invalid store {store!r}: expected a path, ':memory:' or a Store")

@@ -1,0 +1,115 @@
+"""The Store contract: what the supervisor and clients need from durable storage.
+
+The supervisor is the only process that changes a run once it is stored; clients only insert
+queued runs and cancel queued ones. One loop turn's changes arrive as one `Changes` batch and
+are committed in one transaction (group commit). Every finishing write is conditional on the
+run still being `running` in that attempt, so a late result loses cleanly to a timeout or a
+cancel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol, runtime_checkable
+
+from ..run import NewRun, RunRecord, RunStatus
+
+SCHEMA_VERSION = 1
+
+
+class Ready(NamedTuple):
+    """A queued or retrying run as the supervisor loads it."""
+
+    id: int
+    job: str
+    input: str
+    priority: int
+    attempts: int
+    free_attempts: int
+    max_attempts: int | None
+    timeout: float | None
+    scheduled_at: float
+    status: str
+
+
+class Finish(NamedTuple):
+    """The end of one attempt, and the run's status after it (`retrying` with `retry_at`)."""
+
+    run_id: int
+    attempt: int
+    status: str
+    outcome: str
+    started_at: float
+    finished_at: float
+    output: str | None = None
+    error_type: str | None = None
+    message: str | None = None
+    traceback: str | None = None
+    worker_pid: int | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    peak_rss: int | None = None
+    retry_at: float | None = None
+    charged: bool = True
+
+
+@dataclass(slots=True)
+class Changes:
+    """One loop turn's writes, committed together."""
+
+    claims: list[tuple[int, int]] = field(default_factory=list)  # (run_id, new attempt number)
+    finishes: list[Finish] = field(default_factory=list)
+    unclaims: list[tuple[int, int]] = field(default_factory=list)  # claimed, never started
+    requeues: list[int] = field(default_factory=list)  # retrying -> queued, backoff over
+    cancels: list[int] = field(default_factory=list)  # queued/retrying -> cancelled
+    fails: list[tuple[int, str, str]] = field(default_factory=list)  # queued -> failed (id, type, msg)
+
+    def __bool__(self) -> bool:
+        return bool(self.claims or self.finishes or self.unclaims or self.requeues or self.cancels or self.fails)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable runs and attempts. Implementations: MemoryStore, SQLiteStore."""
+
+    def insert(self, runs: list[NewRun], now: float) -> list[int]:
+        """Store queued runs in one transaction, durable on return; their ids, in order."""
+        ...
+
+    def commit(self, changes: Changes, now: float) -> set[int]:
+        """Apply one turn's changes in one transaction; the ids of claims that were lost
+        (the run was cancelled or changed by someone else meanwhile)."""
+        ...
+
+    def recover(self, now: float) -> int:
+        """Runs left `running` by a dead supervisor go back to `queued`, their attempt
+        recorded `interrupted` (not charged); how many."""
+        ...
+
+    def load_ready(self, after_id: int = 0) -> list[Ready]:
+        """Queued and retrying runs with id > after_id, in id order."""
+        ...
+
+    def changed(self) -> bool:
+        """Whether another process committed since the last call (cheap; polled)."""
+        ...
+
+    def get(self, run_id: int, attempts: bool = False) -> RunRecord | None:
+        """One run, with its attempt log if asked."""
+        ...
+
+    def runs(
+        self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[RunRecord]:
+        """Runs newest first, filtered by status and job."""
+        ...
+
+    def cancel_queued(self, run_id: int, now: float) -> bool:
+        """Cancel a run that has not started; whether it was."""
+        ...
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{job: {status: count}}."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,136 @@
+"""In-memory store: the same contract as SQLite, for tests and for runs that need no durability.
+
+Nothing survives the process. Used when `Supervisor(store=":memory:")`.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+from ..run import Attempt, NewRun, Outcome, RunRecord, RunStatus
+from .base import Changes, Ready
+
+_PENDING = (RunStatus.QUEUED, RunStatus.RETRYING)
+
+
+class MemoryStore:
+    """A `Store` held in dictionaries, guarded by one lock."""
+
+    def __init__(self) -> None:
+        self._runs: dict[int, RunRecord] = {}
+        self._free: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def insert(self, runs: list[NewRun], now: float) -> list[int]:
+        with self._lock:
+            first = len(self._runs) + 1
+            for offset, new in enumerate(runs):
+                run_id = first + offset
+                self._runs[run_id] = RunRecord(
+                    id=run_id, job=new.job, status=RunStatus.QUEUED, input=new.input, priority=new.priority,
+                    max_attempts=new.max_attempts, timeout=new.timeout, created_at=now,
+                    scheduled_at=new.scheduled_at or now,
+                )
+                self._free[run_id] = 0
+        return list(range(first, first + len(runs)))
+
+    def commit(self, changes: Changes, now: float) -> set[int]:
+        lost: set[int] = set()
+        runs = self._runs
+        with self._lock:
+            for run_id, attempt in changes.claims:
+                run = runs.get(run_id)
+                if run is None or run.status not in _PENDING or run.attempts + 1 != attempt:
+                    lost.add(run_id)
+                    continue
+                run.status, run.attempts, run.started_at = RunStatus.RUNNING, attempt, now
+            for run_id, attempt in changes.unclaims:
+                run = runs.get(run_id)
+                if run is not None and run.status is RunStatus.RUNNING and run.attempts == attempt:
+                    run.status, run.attempts = RunStatus.QUEUED, attempt - 1
+            for f in changes.finishes:
+                run = runs.get(f.run_id)
+                if run is None or run.status is not RunStatus.RUNNING or run.attempts != f.attempt:
+                    continue
+                run.status = RunStatus(f.status)
+                run.output, run.error_type, run.message, run.traceback = f.output, f.error_type, f.message, f.traceback
+                if f.retry_at is not None:
+                    run.scheduled_at = f.retry_at
+                else:
+                    run.finished_at = f.finished_at
+                if not f.charged:
+                    self._free[f.run_id] += 1
+                log = [a for a in run.attempt_log if a.number != f.attempt]
+                log.append(Attempt(f.attempt, f.started_at, f.finished_at, Outcome(f.outcome), f.error_type, f.message,
+                                   f.traceback, f.worker_pid, f.exit_code, f.signal, f.peak_rss))
+                run.attempt_log = log
+            for run_id in changes.requeues:
+                run = runs.get(run_id)
+                if run is not None and run.status is RunStatus.RETRYING:
+                    run.status = RunStatus.QUEUED
+            for run_id in changes.cancels:
+                self._cancel(run_id, now)
+            for run_id, kind, message in changes.fails:
+                run = runs.get(run_id)
+                if run is not None and run.status in _PENDING:
+                    run.status, run.finished_at, run.error_type, run.message = RunStatus.FAILED, now, kind, message
+        return lost
+
+    def _cancel(self, run_id: int, now: float) -> bool:
+        run = self._runs.get(run_id)
+        if run is None or run.status not in _PENDING:
+            return False
+        run.status, run.finished_at = RunStatus.CANCELLED, now
+        run.error_type, run.message = "RunCancelled", "cancelled before it started"
+        return True
+
+    def recover(self, now: float) -> int:
+        return 0  # nothing outlives the process that owns this store
+
+    def load_ready(self, after_id: int = 0) -> list[Ready]:
+        with self._lock:
+            return [
+                Ready(r.id, r.job, r.input, r.priority, r.attempts, self._free[r.id], r.max_attempts, r.timeout,
+                      r.scheduled_at, str(r.status))
+                for r in self._runs.values()
+                if r.id > after_id and r.status in _PENDING
+            ]
+
+    def changed(self) -> bool:
+        return False
+
+    def get(self, run_id: int, attempts: bool = False) -> RunRecord | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return None
+            record = copy.copy(run)
+            record.attempt_log = list(run.attempt_log) if attempts else []
+            return record
+
+    def runs(
+        self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[RunRecord]:
+        wanted = None if status is None else RunStatus(status)
+        with self._lock:
+            chosen = [
+                r for r in reversed(self._runs.values())
+                if (wanted is None or r.status is wanted) and (job is None or r.job == job)
+            ]
+        return [copy.copy(r) for r in chosen[offset : offset + limit]]
+
+    def cancel_queued(self, run_id: int, now: float) -> bool:
+        with self._lock:
+            return self._cancel(run_id, now)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = {}
+        with self._lock:
+            for r in self._runs.values():
+                per_job = result.setdefault(r.job, {})
+                per_job[str(r.status)] = per_job.get(str(r.status), 0) + 1
+        return result
+
+    def close(self) -> None:
+        pass

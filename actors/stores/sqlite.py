@@ -1,0 +1,345 @@
+"""SQLite store: one file, WAL mode, group commit, JSON payloads only.
+
+- WAL with synchronous=NORMAL: a commit survives any process crash (`durability="full"` makes
+  it synchronous=FULL, which also survives power loss). Writes begin IMMEDIATE.
+- Files are created 0600; the schema version lives in `PRAGMA user_version`.
+- Two supervisors never serve one file: the serving supervisor holds an exclusive `flock` on
+  `<file>.lock` for its lifetime. The kernel drops the lock when the process dies (even by
+  `kill -9`), so every run a new owner finds `running` was orphaned and goes back to the queue.
+  Clients (other processes submitting or reading) take no lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+from typing import Any
+
+from ..errors import StoreError, StoreLocked
+from ..run import Attempt, NewRun, Outcome, RunRecord, RunStatus
+from .base import SCHEMA_VERSION, Changes, Ready
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    job TEXT NOT NULL,
+    status TEXT NOT NULL,
+    input TEXT NOT NULL,
+    output TEXT,
+    priority INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    free_attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER,
+    timeout REAL,
+    created_at REAL NOT NULL,
+    scheduled_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    error_type TEXT,
+    message TEXT,
+    traceback TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_live ON runs(status) WHERE status IN ('queued', 'running', 'retrying');
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id INTEGER NOT NULL,
+    number INTEGER NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    outcome TEXT,
+    error_type TEXT,
+    message TEXT,
+    traceback TEXT,
+    worker_pid INTEGER,
+    exit_code INTEGER,
+    signal INTEGER,
+    peak_rss INTEGER,
+    PRIMARY KEY (run_id, number)
+) WITHOUT ROWID;
+"""
+
+_RUN_COLUMNS = (
+    "id, job, status, input, output, priority, attempts, max_attempts, timeout, created_at, "
+    "scheduled_at, started_at, finished_at, error_type, message, traceback"
+)
+_READY_COLUMNS = "id, job, input, priority, attempts, free_attempts, max_attempts, timeout, scheduled_at, status"
+
+_INSERT_ATTEMPT = (
+    "INSERT OR REPLACE INTO attempts (run_id, number, started_at, finished_at, outcome, error_type, "
+    "message, traceback, worker_pid, exit_code, signal, peak_rss) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+class SQLiteStore:
+    """A `Store` in one SQLite file. `lock=True` (the supervisor's) takes the serving lock."""
+
+    def __init__(self, path: str | os.PathLike[str], *, durability: str = "normal", lock: bool = False) -> None:
+        if durability not in ("normal", "full"):
+            raise ValueError(f"invalid durability {durability!r}: expected 'normal' or 'full'")
+        self.path = os.fspath(path)
+        self._mutex = threading.RLock()
+        self._lock_fd: int | None = None
+        if lock:
+            self._take_lock()
+        try:
+            if not os.path.exists(self.path):
+                os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"store {self.path} has schema version {version}, newer than this actors ({SCHEMA_VERSION})")
+            if version < SCHEMA_VERSION:
+                with self._write():
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._db.execute("SELECT count(*) FROM runs WHERE id < 0").fetchone()
+        except sqlite3.Error as exc:
+            self._release_lock()
+            raise StoreError(f"cannot use store {self.path}: {exc}") from exc
+        except BaseException:
+            self._release_lock()
+            raise
+        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+
+    # -- the serving lock -------------------------------------------------------------------
+
+    def _take_lock(self) -> None:
+        lock_path = self.path + ".lock"
+        try:
+            fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot use store {self.path}: cannot create {lock_path}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreLocked(f"store {self.path} is already served by another supervisor (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self)
+
+    def insert(self, runs: list[NewRun], now: float) -> list[int]:
+        rows = [(r.job, r.input, r.priority, r.max_attempts, r.timeout, now, r.scheduled_at or now) for r in runs]
+        with self._write():
+            cursor = self._db.execute("SELECT coalesce(max(id), 0) FROM runs")
+            first = cursor.fetchone()[0] + 1
+            self._db.executemany(
+                "INSERT INTO runs (job, status, input, priority, max_attempts, timeout, created_at, scheduled_at) "
+                "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        return list(range(first, first + len(rows)))
+
+    def commit(self, changes: Changes, now: float) -> set[int]:
+        db = self._db
+        lost: set[int] = set()
+        with self._write():
+            if changes.claims:
+                ids = [run_id for run_id, _ in changes.claims]
+                cursor = db.execute(
+                    "UPDATE runs SET status='running', attempts=attempts+1, started_at=? "
+                    "WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('queued', 'retrying')",
+                    (now, json.dumps(ids)),
+                )
+                if cursor.rowcount != len(ids):
+                    expected = dict(changes.claims)
+                    rows = db.execute(
+                        "SELECT id, status, attempts FROM runs WHERE id IN (SELECT value FROM json_each(?))",
+                        (json.dumps(ids),),
+                    ).fetchall()
+                    found = {row[0]: row for row in rows}
+                    for run_id in ids:
+                        row = found.get(run_id)
+                        if row is None or row[1] != "running" or row[2] != expected[run_id]:
+                            lost.add(run_id)
+            if changes.unclaims:
+                db.executemany(
+                    "UPDATE runs SET status='queued', attempts=attempts-1 WHERE id=? AND attempts=? AND status='running'",
+                    changes.unclaims,
+                )
+            if changes.finishes:
+                db.executemany(
+                    "UPDATE runs SET status=?, output=?, finished_at=?, error_type=?, message=?, traceback=?, "
+                    "scheduled_at=coalesce(?, scheduled_at), free_attempts=free_attempts+? "
+                    "WHERE id=? AND attempts=? AND status='running'",
+                    [
+                        (f.status, f.output, None if f.retry_at else f.finished_at, f.error_type, f.message,
+                         f.traceback, f.retry_at, 0 if f.charged else 1, f.run_id, f.attempt)
+                        for f in changes.finishes
+                    ],
+                )
+                db.executemany(
+                    _INSERT_ATTEMPT,
+                    [
+                        (f.run_id, f.attempt, f.started_at, f.finished_at, f.outcome, f.error_type, f.message,
+                         f.traceback, f.worker_pid, f.exit_code, f.signal, f.peak_rss)
+                        for f in changes.finishes
+                    ],
+                )
+            if changes.requeues:
+                db.execute(
+                    "UPDATE runs SET status='queued' WHERE id IN (SELECT value FROM json_each(?)) AND status='retrying'",
+                    (json.dumps(changes.requeues),),
+                )
+            if changes.cancels:
+                db.execute(
+                    "UPDATE runs SET status='cancelled', finished_at=?, error_type='RunCancelled', "
+                    "message='cancelled before it started' "
+                    "WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('queued', 'retrying')",
+                    (now, json.dumps(changes.cancels)),
+                )
+            if changes.fails:
+                db.executemany(
+                    "UPDATE runs SET status='failed', finished_at=?, error_type=?, message=? "
+                    "WHERE id=? AND status IN ('queued', 'retrying')",
+                    [(now, kind, message, run_id) for run_id, kind, message in changes.fails],
+                )
+        return lost
+
+    def recover(self, now: float) -> int:
+        with self._write():
+            rows = self._db.execute(
+                "SELECT id, attempts, started_at FROM runs WHERE status='running'"
+            ).fetchall()
+            self._db.executemany(
+                _INSERT_ATTEMPT,
+                [
+                    (run_id, attempt, started, now, Outcome.INTERRUPTED.value, "Interrupted",
+                     "the supervisor running this attempt died", None, None, None, None, None)
+                    for run_id, attempt, started in rows
+                ],
+            )
+            self._db.execute(
+                "UPDATE runs SET status='queued', free_attempts=free_attempts+1 WHERE status='running'"
+            )
+        return len(rows)
+
+    def load_ready(self, after_id: int = 0) -> list[Ready]:
+        with self._mutex:
+            rows = self._db.execute(
+                f"SELECT {_READY_COLUMNS} FROM runs WHERE status IN ('queued', 'retrying') AND id > ? ORDER BY id",
+                (after_id,),
+            ).fetchall()
+        return [Ready(*row) for row in rows]
+
+    def changed(self) -> bool:
+        with self._mutex:
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            return True
+        return False
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def get(self, run_id: int, attempts: bool = False) -> RunRecord | None:
+        with self._mutex:
+            row = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                return None
+            record = _record(row)
+            if attempts:
+                rows = self._db.execute(
+                    "SELECT number, started_at, finished_at, outcome, error_type, message, traceback, "
+                    "worker_pid, exit_code, signal, peak_rss FROM attempts WHERE run_id=? ORDER BY number",
+                    (run_id,),
+                ).fetchall()
+                record.attempt_log = [Attempt(a[0], a[1], a[2], Outcome(a[3]) if a[3] else None, *a[4:]) for a in rows]
+        return record
+
+    def runs(
+        self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[RunRecord]:
+        where, args = [], []
+        if status is not None:
+            where.append("status=?")
+            args.append(str(RunStatus(status)))
+        if job is not None:
+            where.append("job=?")
+            args.append(job)
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ? OFFSET ?"
+        with self._mutex:
+            rows = self._db.execute(sql, (*args, limit, offset)).fetchall()
+        return [_record(row) for row in rows]
+
+    def cancel_queued(self, run_id: int, now: float) -> bool:
+        with self._write():
+            cursor = self._db.execute(
+                "UPDATE runs SET status='cancelled', finished_at=?, error_type='RunCancelled', "
+                "message='cancelled before it started' WHERE id=? AND status IN ('queued', 'retrying')",
+                (now, run_id),
+            )
+        return cursor.rowcount == 1
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = {}
+        with self._mutex:
+            for job, status, count in self._db.execute("SELECT job, status, count(*) FROM runs GROUP BY job, status"):
+                result.setdefault(job, {})[status] = count
+        return result
+
+    def close(self) -> None:
+        with self._mutex:
+            try:
+                self._db.close()
+            finally:
+                self._release_lock()
+
+
+def _record(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(row[0], row[1], RunStatus(row[2]), *row[3:])
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT under the store's mutex; store errors become StoreError."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        self._store._mutex.acquire()
+        try:
+            self._store._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._store._mutex.release()
+            raise StoreError(f"cannot write store {self._store.path}: {exc}") from exc
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        db = self._store._db
+        try:
+            if kind is None:
+                try:
+                    db.execute("COMMIT")
+                except sqlite3.Error as error:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise StoreError(f"cannot write store {self._store.path}: {error}") from error
+            else:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"cannot write store {self._store.path}: {exc}") from exc
+        finally:
+            self._store._mutex.release()

@@ -1,0 +1,750 @@
+"""The Supervisor: wires the store, the ready queue, the pool, timers and signals on one loop.
+
+Data flow (one process, one uvloop event loop, one thread touching run state):
+
+    submit() ──► store.insert (durable) ──► Ticket ──► ReadyQueue
+    Client (other process) ──► store ──► poll (data_version, 50 ms) ──┘
+    ReadyQueue ──► _tick: claim (attempt += 1) ──► store.commit ──► Assign ──► worker pipe
+    worker pipe ──► Pool reader ──► Done / Failed ──► Finish ──► _tick: store.commit ──► waiters
+    worker exit ──► Pool sentinel ──► crashed / timed_out / ... ──► retry timer or terminal
+
+Group commit: readers and timers only record changes; `_tick`, scheduled once per loop turn,
+commits everything of that turn in one transaction and only then acts on it (sends runs to
+workers, wakes waiters, arms retry timers). So every state change is durable before anything
+depends on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import dill
+import uvloop
+
+from ..client import Handle
+from ..durations import Duration, optional_duration, parse_duration
+from ..errors import DuplicateJob, JobNotFound, RunNotFound, StoreError
+from ..job import Job
+from ..protocol import Assign, Done, Failed, Ready, SetupFailed, Stop
+from ..retry import NO_RETRY, Retry, compute_backoff
+from ..run import NewRun, Outcome, RunRecord, RunStatus
+from ..stores import Changes, Finish, Store, open_store
+from .dispatch import MAX_WINDOW, TARGET_AHEAD, Estimates, ReadyQueue, Ticket
+from .pool import Pool, WorkerSlot
+from .shutdown import SignalGuard
+
+log = logging.getLogger("actors")
+Out = TypeVar("Out")
+
+_FAILED_STATUS = {Outcome.TIMED_OUT: RunStatus.TIMED_OUT, Outcome.CANCELLED: RunStatus.CANCELLED}
+
+
+class Supervisor:
+    """Owns the queue, the store and the worker pool. See the module docstring for the flow.
+
+    - `jobs`: the `@job` functions this supervisor may run (names must be unique).
+    - `workers`: worker processes (default: CPU count).
+    - `store`: a path to an SQLite file (default "actors.db"), ":memory:", or a `Store`.
+    - `durability`: "normal" (survives any process crash) or "full" (also power loss).
+    - `retry`: the policy for jobs that set none (default: no retry).
+    - `kill_grace`: seconds between SIGTERM and SIGKILL when a worker is killed (default 2 s).
+    - `grace`: how long a graceful shutdown waits for running runs (default 30 s).
+    - `max_memory`: RSS limit of a worker and its descendants ("2GB"), sampled every 250 ms.
+    - `max_runs_per_worker`: replace a worker after this many runs (leak protection).
+    - `poll_interval`: how often runs submitted by other processes are looked for (50 ms).
+    """
+
+    def __init__(
+        self,
+        jobs: Iterable[Job[Any, Any]],
+        *,
+        workers: int | None = None,
+        store: Store | str | os.PathLike[str] = "actors.db",
+        durability: str = "normal",
+        retry: Retry | None = None,
+        kill_grace: Duration = 2.0,
+        grace: Duration = 30.0,
+        max_memory: int | str | None = None,
+        max_runs_per_worker: int | None = None,
+        poll_interval: Duration = 0.05,
+    ) -> None:
+        self.jobs: dict[str, Job[Any, Any]] = {}
+        for item in jobs:
+            if not isinstance(item, Job):
+                raise TypeError(f"not a job: {item!r} (decorate it with @actors.job)")
+            if item.name in self.jobs:
+                raise DuplicateJob(f"two jobs are named {item.name!r}: give one of them @job(name=...)")
+            self.jobs[item.name] = item
+        self.workers = workers if workers is not None else (os.cpu_count() or 1)
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"invalid workers {workers!r}: expected an int >= 1")
+        if max_runs_per_worker is not None and (not isinstance(max_runs_per_worker, int) or max_runs_per_worker < 1):
+            raise ValueError(f"invalid max_runs_per_worker {max_runs_per_worker!r}: expected an int >= 1")
+        self.default_retry = retry or NO_RETRY
+        self.kill_grace = parse_duration(kill_grace, what="kill_grace")
+        self.grace = parse_duration(grace, what="grace")
+        self.max_memory = parse_size(max_memory) if max_memory is not None else None
+        self.max_runs_per_worker = max_runs_per_worker
+        self.poll_interval = parse_duration(poll_interval, what="poll_interval")
+        self.store = open_store(store, lock=True, durability=durability)
+
+        self._tickets: dict[int, Ticket] = {}  # every live run known here: queued, waiting or running
+        self._ready = ReadyQueue()
+        self._estimates = Estimates()
+        self._changes = Changes()
+        self._after: list[tuple[Ticket, RunStatus, float | None]] = []  # to act on once committed
+        self._waiters: dict[int, list[threading.Event]] = {}
+        self._wait_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._pool: Pool | None = None
+        self._tick_pending = False
+        self._state = "idle"  # idle -> serving -> draining (graceful) / forcing -> stopped
+        self._until: str | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._exit_code = 0
+        self._signals = SignalGuard()
+        self._signal_count = 0
+        self._timers: list[asyncio.TimerHandle] = []
+        self._finished_serving = threading.Event()
+        self._scanned = 0
+        self._fatal: BaseException | None = None
+        self._started_at = time.monotonic()
+        self._completed = 0
+
+        recovered = self.store.recover(time.time())
+        if recovered:
+            log.warning("recovered %d run(s) left running by a supervisor that died; they are queued again", recovered)
+        self._load(self.store.load_ready(0))
+
+    # -- submitting -----------------------------------------------------------------------------
+
+    def _resolve(self, job: Job[Any, Out] | str) -> Job[Any, Out]:
+        name = job if isinstance(job, str) else getattr(job, "name", None)
+        found = self.jobs.get(name) if isinstance(name, str) else None
+        if found is None:
+            raise JobNotFound(f"job {name or job!r} is not registered with this supervisor (known: {sorted(self.jobs)})")
+        return found
+
+    def submit(self, job: Job[Any, Out] | str, input: Any, *, priority: int | None = None,
+               timeout: Duration | None = None) -> Handle[Out]:
+        """Validate the input and store a queued run; durable when this returns."""
+        return self.submit_many(job, [input], priority=priority, timeout=timeout)[0]
+
+    def submit_many(self, job: Job[Any, Out] | str, inputs: Iterable[Any], *, priority: int | None = None,
+                    timeout: Duration | None = None) -> list[Handle[Out]]:
+        """Like submit, for a batch stored in one transaction (all or nothing)."""
+        found = self._resolve(job)
+        run_timeout = optional_duration(timeout, what="timeout")
+        if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
+            raise TypeError(f"priority must be an int, got {priority!r}")
+        prio = found.priority if priority is None else priority
+        attempts = (found.retry or self.default_retry).attempts
+        validate = found.validate_input
+        rows = [NewRun(found.name, validate(value), prio, attempts, run_timeout) for value in inputs]
+        if not rows:
+            return []
+        ids = self.store.insert(rows, time.time())
+        effective_timeout = run_timeout if run_timeout is not None else found.timeout
+        tickets = [Ticket(run_id, found, row.input, prio, 0, 0, attempts, effective_timeout)
+                   for run_id, row in zip(ids, rows, strict=True)]
+        self._hand_to_loop(self._enqueue, tickets)
+        store = self.store
+        return [Handle(store, run_id, found, self) for run_id in ids]
+
+    def _hand_to_loop(self, fn: Any, *args: Any) -> None:
+        """Run fn on the loop's thread: now if we are on it (or it is not running), else soon."""
+        loop = self._loop
+        if loop is not None and self._loop_thread != threading.get_ident() and loop.is_running():
+            loop.call_soon_threadsafe(fn, *args)
+        else:
+            fn(*args)
+
+    def _load(self, rows: Iterable[Any]) -> None:
+        """Tickets for stored queued/retrying runs (at start, and those other processes added)."""
+        tickets = []
+        now = time.time()
+        for row in rows:
+            self._scanned = max(self._scanned, row.id)
+            if row.id in self._tickets:
+                continue
+            found = self.jobs.get(row.job)
+            if found is None:
+                self._changes.fails.append(
+                    (row.id, "JobNotFound", f"job {row.job!r} is not registered with the supervisor serving this store")
+                )
+                continue
+            attempts = row.max_attempts or (found.retry or self.default_retry).attempts
+            timeout = row.timeout if row.timeout is not None else found.timeout
+            ticket = Ticket(row.id, found, row.input, row.priority, row.attempts, row.free_attempts, attempts, timeout)
+            if row.scheduled_at > now + 0.001:
+                self._tickets[ticket.id] = ticket
+                self._wait_until(ticket, row.scheduled_at, row.status == RunStatus.RETRYING)
+            else:
+                if row.status == RunStatus.RETRYING:
+                    self._changes.requeues.append(row.id)
+                tickets.append(ticket)
+        self._enqueue(tickets)
+
+    def _enqueue(self, tickets: list[Ticket]) -> None:
+        for ticket in tickets:
+            self._tickets[ticket.id] = ticket
+            self._ready.push(ticket)
+        self._schedule_tick()
+
+    def _wait_until(self, ticket: Ticket, when: float, retrying: bool) -> None:
+        """Hold a ticket until `when` (epoch seconds), then queue it."""
+        if self._loop is None:
+            ticket.waiting = ("at", when, retrying)  # armed when serve() starts
+            return
+        delay = max(0.0, when - time.time())
+        ticket.waiting = self._loop.call_later(delay, self._due, ticket, retrying)
+
+    def _due(self, ticket: Ticket, retrying: bool) -> None:
+        ticket.waiting = None
+        if retrying:
+            self._changes.requeues.append(ticket.id)
+        self._ready.push(ticket)
+        self._schedule_tick()
+
+    # -- the loop turn ------------------------------------------------------------------------
+
+    def _schedule_tick(self) -> None:
+        if not self._tick_pending and self._loop is not None:
+            self._tick_pending = True
+            self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        """Once per loop turn: dispatch, commit the turn's changes in one transaction, act."""
+        self._tick_pending = False
+        sends = self._dispatch() if self._state == "serving" else []
+        changes, self._changes = self._changes, Changes()
+        lost: set[int] = set()
+        if changes:
+            try:
+                lost = self.store.commit(changes, time.time())
+            except StoreError as exc:
+                self._die(exc)
+                return
+        pool = self._pool
+        for slot, batch in sends:
+            if lost:
+                batch = self._drop_lost(slot, batch, lost)
+                if not batch:
+                    continue
+            if slot.inflight and slot.inflight[0] is batch[0]:
+                self._start_head(slot)
+            assert pool is not None
+            pool.send(slot, Assign([(t.id, t.attempts, t.job.name, t.input, t.soft_timeout) for t in batch]))
+        after, self._after = self._after, []
+        for ticket, status, retry_at in after:
+            if status is RunStatus.RETRYING:
+                self._wait_until(ticket, retry_at or 0.0, True)
+            elif status is RunStatus.QUEUED:
+                self._ready.push(ticket)
+                self._schedule_tick()
+            else:
+                self._tickets.pop(ticket.id, None)
+                self._completed += 1
+                self._notify(ticket.id)
+        self._check_progress()
+
+    def _dispatch(self) -> list[tuple[WorkerSlot, list[Ticket]]]:
+        """Claim ready runs for workers with room in their window."""
+        ready = self._ready
+        if not ready or self._pool is None:
+            return []
+        sends = []
+        claims = self._changes.claims
+        now = time.time()
+        cost = self._estimates.cost
+        limit = self.max_runs_per_worker
+        for slot in self._pool.slots:
+            if not ready:
+                break
+            if slot.exited or slot.terminating or slot.retiring:
+                continue
+            inflight = slot.inflight
+            if inflight and (not slot.ready or slot.ahead >= TARGET_AHEAD / 2):
+                continue
+            room = MAX_WINDOW - len(inflight)
+            if limit is not None:
+                room = min(room, limit - slot.runs_done - len(inflight))
+            batch = []
+            while ready and room > 0 and (not inflight or slot.ahead < TARGET_AHEAD):
+                ticket = ready.pop()
+                if ticket.id not in self._tickets:
+                    continue  # cancelled while queued
+                ticket.attempts += 1
+                ticket.claimed_at = now
+                ticket.estimate = cost(ticket.job.name)
+                slot.ahead += ticket.estimate
+                inflight.append(ticket)
+                claims.append((ticket.id, ticket.attempts))
+                batch.append(ticket)
+                room -= 1
+            if batch:
+                sends.append((slot, batch))
+        return sends
+
+    def _drop_lost(self, slot: WorkerSlot, batch: list[Ticket], lost: set[int]) -> list[Ticket]:
+        """Claims the store refused (cancelled meanwhile by another process): forget them."""
+        kept = []
+        for ticket in batch:
+            if ticket.id in lost:
+                slot.inflight.remove(ticket)
+                slot.ahead -= ticket.estimate
+                self._tickets.pop(ticket.id, None)
+                self._notify(ticket.id)
+            else:
+                kept.append(ticket)
+        return kept
+
+    def _start_head(self, slot: WorkerSlot) -> None:
+        """The oldest unreported run of a worker is the one it executes now: time it."""
+        if slot.deadline is not None:
+            slot.deadline.cancel()
+            slot.deadline = None
+        if not slot.inflight:
+            return
+        head = slot.inflight[0]
+        slot.head_started = time.monotonic()
+        if head.timeout is not None and self._loop is not None:
+            slot.deadline = self._loop.call_later(head.timeout, self._on_deadline, slot, head)
+
+    # -- results ----------------------------------------------------------------------------
+
+    def _on_message(self, slot: WorkerSlot, message: Any) -> None:
+        kind = type(message)
+        if kind is Done or kind is Failed:
+            inflight = slot.inflight
+            if not inflight or inflight[0].id != message.run_id or inflight[0].attempts != message.attempt:
+                slot.note = f"the worker reported run {message.run_id} out of order"
+                assert self._pool is not None
+                self._pool.terminate(slot)
+                return
+            ticket = inflight.popleft()
+            slot.ahead -= ticket.estimate
+            slot.runs_done += 1
+            self._estimates.observe(ticket.job.name, message.seconds)
+            if kind is Done:
+                self._finish(ticket, Outcome.SUCCEEDED, slot, output=message.output, peak_rss=message.peak_rss)
+            else:
+                self._finish(ticket, Outcome.FAILED, slot, retryable=message.retryable, error_type=message.error_type,
+                             message=message.message, traceback=message.traceback, peak_rss=message.peak_rss)
+            self._start_head(slot)
+            if self.max_runs_per_worker is not None and slot.runs_done >= self.max_runs_per_worker:
+                self._retire(slot)
+            self._schedule_tick()
+        elif kind is Ready:
+            slot.ready = True
+            self._schedule_tick()
+        elif kind is SetupFailed:
+            slot.setup_error = (message.error_type, message.message, message.traceback)
+
+    def _finish(self, ticket: Ticket, outcome: Outcome, slot: WorkerSlot | None, *, retryable: bool = True,
+                output: str | None = None, error_type: str | None = None, message: str | None = None,
+                traceback: str | None = None, exit_code: int | None = None, signal: int | None = None,
+                peak_rss: int | None = None) -> None:
+        """Record the end of a ticket's current attempt and decide what follows."""
+        now = time.time()
+        retry_at = None
+        charged = outcome is not Outcome.INTERRUPTED
+        if outcome is Outcome.SUCCEEDED:
+            status = RunStatus.SUCCEEDED
+        elif outcome is Outcome.INTERRUPTED:
+            status, retry_at = RunStatus.QUEUED, now
+        elif outcome is Outcome.CANCELLED:
+            status = RunStatus.CANCELLED
+        else:
+            policy = ticket.job.retry or self.default_retry
+            if outcome is Outcome.TIMED_OUT:
+                retryable = policy.on_timeout
+            elif outcome is not Outcome.FAILED:
+                retryable = policy.on_crash
+            if retryable and ticket.charged < ticket.max_attempts:
+                status = RunStatus.RETRYING
+                retry_at = now + compute_backoff(policy, ticket.charged)
+            else:
+                status = _FAILED_STATUS.get(outcome, RunStatus.FAILED)
+        if not charged:
+            ticket.free += 1
+        self._changes.finishes.append(Finish(
+            ticket.id, ticket.attempts, status.value, outcome.value, ticket.claimed_at, now, output, error_type,
+            message, traceback, slot.pid if slot else None, exit_code, signal, peak_rss, retry_at, charged,
+        ))
+        self._after.append((ticket, status, retry_at))
+        if status is RunStatus.RETRYING:
+            log.info("run %d (%s) attempt %d %s: %s; retrying in %.3f s", ticket.id, ticket.job.name,
+                     ticket.attempts, outcome.value, message, (retry_at or now) - now)
+
+    def _retire(self, slot: WorkerSlot) -> None:
+        """Stop giving a worker runs; it exits once it reported what it holds."""
+        slot.retiring = True
+        if not slot.inflight and self._pool is not None:
+            self._pool.send(slot, Stop())
+
+    # -- deaths, deadlines and limits -------------------------------------------------------
+
+    def _on_deadline(self, slot: WorkerSlot, ticket: Ticket) -> None:
+        slot.deadline = None
+        if not slot.inflight or slot.inflight[0] is not ticket or slot.terminating:
+            return
+        elapsed = time.monotonic() - slot.head_started
+        slot.kill_target = (ticket, Outcome.TIMED_OUT, f"timed out after {elapsed:.3f} s (timeout {ticket.timeout} s)")
+        assert self._pool is not None
+        self._pool.terminate(slot)
+
+    def _on_exit(self, slot: WorkerSlot, exitcode: int | None) -> None:
+        """A worker process is gone: settle the runs it held, then refill its slot."""
+        if slot.deadline is not None:
+            slot.deadline.cancel()
+            slot.deadline = None
+        held = list(slot.inflight)
+        slot.inflight.clear()
+        slot.ahead = 0.0
+        code, sig = (None, -exitcode) if exitcode is not None and exitcode < 0 else (exitcode, None)
+        target = slot.kill_target
+        expected = target is not None or slot.retiring or self._state != "serving"
+        if held:
+            head, rest = held[0], held[1:]
+            if target is not None and target[0] is head:
+                self._finish(head, target[1], slot, error_type=_ERROR_TYPES[target[1]], message=target[2],
+                             exit_code=code, signal=sig, peak_rss=slot.rss or None)
+            elif expected:
+                self._finish(head, Outcome.INTERRUPTED, slot, error_type="Interrupted",
+                             message=f"the worker was stopped ({'shutdown' if self._state != 'serving' else 'killed'})",
+                             exit_code=code, signal=sig)
+            else:
+                error_type, message, traceback = self._describe_death(slot, code, sig)
+                self._finish(head, Outcome.CRASHED, slot, error_type=error_type, message=message,
+                             traceback=traceback, exit_code=code, signal=sig, peak_rss=slot.rss or None)
+            for ticket in rest:  # sent ahead, never started: as if never claimed
+                self._changes.unclaims.append((ticket.id, ticket.attempts))
+                ticket.attempts -= 1
+                self._after.append((ticket, RunStatus.QUEUED, None))
+        elif not expected:
+            error_type, message, _ = self._describe_death(slot, code, sig)
+            log.warning("worker %d (pid %d) died: %s", slot.index, slot.pid, message)
+        assert self._pool is not None
+        if self._state in ("serving",):
+            delay = self._pool.schedule_restart(slot, crashed=not expected)
+            if delay:
+                log.warning("worker slot %d restarts in %.1f s after %d quick deaths", slot.index, delay, slot.failures)
+        self._schedule_tick()
+
+    def _describe_death(self, slot: WorkerSlot, code: int | None, sig: int | None) -> tuple[str, str, str | None]:
+        if slot.setup_error is not None:
+            kind, message, traceback = slot.setup_error
+            return "WorkerSetupFailed", f"the worker could not start: {kind}: {message}", traceback
+        how = f"was killed by signal {_signal_name(sig)}" if sig is not None else f"exited with code {code}"
+        text = f"worker pid {slot.pid} {how} without reporting a result"
+        if slot.note:
+            text += f" ({slot.note})"
+        return "WorkerCrashed", text, None
+
+    def _sample_memory(self) -> None:
+        """Kill a worker whose tree's RSS passes max_memory; remember peaks for the attempt log."""
+        assert self._loop is not None and self._pool is not None and self.max_memory is not None
+        for slot in self._pool.slots:
+            if slot.exited or slot.terminating or not slot.inflight:
+                continue
+            rss = _tree_rss(slot.pid)
+            slot.rss = max(slot.rss, rss)
+            if rss > self.max_memory:
+                slot.kill_target = (slot.inflight[0], Outcome.MEMORY_EXCEEDED,
+                                    f"the worker used {rss / 2**20:.0f} MiB, over max_memory {self.max_memory / 2**20:.0f} MiB")
+                self._pool.terminate(slot)
+        self._timers.append(self._loop.call_later(0.25, self._sample_memory))
+
+    # -- serving ------------------------------------------------------------------------------
+
+    def serve(self, until: str | None = None) -> None:
+        """Run the pool until a signal or `shutdown()`; `until="drained"` also returns once no run
+        is queued, running or waiting for a retry. See `shutdown.py` for signals and exit status."""
+        if until not in (None, "drained"):
+            raise ValueError(f"invalid until {until!r}: expected None or 'drained'")
+        if self._state != "idle":
+            raise RuntimeError("this supervisor is already serving or was stopped")
+        self._until = until
+        loop = uvloop.new_event_loop()
+        self._loop, self._loop_thread = loop, threading.get_ident()
+        self._finished_serving.clear()
+        self._signals.save()
+        try:
+            loop.run_until_complete(self._serve())
+        finally:
+            self._signals.restore()
+            for timer in self._timers:
+                timer.cancel()
+            loop.close()
+            self._loop = self._loop_thread = None
+            self._state = "idle" if self._fatal is None else "stopped"
+            self._signal_count = 0
+            self._finished_serving.set()
+        if self._fatal is not None:
+            raise self._fatal
+        if self._exit_code:
+            code, self._exit_code = self._exit_code, 0
+            raise SystemExit(code)
+
+    def run_until_complete(self) -> None:
+        """serve(until="drained"): the batch-script mode."""
+        self.serve(until="drained")
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
+        self._state = "serving"
+        with warnings.catch_warnings():  # jobs from __main__ are found by reference in the worker
+            warnings.simplefilter("ignore", dill.PicklingWarning)
+            registry = dill.dumps(self.jobs, recurse=True, byref=True)
+        self._pool = Pool(loop, self.workers, registry, self._on_message, self._on_exit, self.kill_grace)
+        try:
+            self._signals.install(loop, self._on_signal, self._log_status)
+            for ticket in list(self._tickets.values()):
+                if isinstance(ticket.waiting, tuple):
+                    self._wait_until(ticket, ticket.waiting[1], ticket.waiting[2])
+            self._pool.start()
+            self._timers.append(loop.call_later(self.poll_interval, self._poll_store))
+            if self.max_memory is not None:
+                self._timers.append(loop.call_later(0.25, self._sample_memory))
+            self._schedule_tick()
+            await self._stopped
+        finally:
+            self._pool.close()
+            for ticket in self._tickets.values():
+                if isinstance(ticket.waiting, asyncio.TimerHandle):
+                    ticket.waiting.cancel()
+                    ticket.waiting = None
+            if self._changes and self._fatal is None:
+                try:
+                    self.store.commit(self._changes, time.time())
+                except StoreError as exc:
+                    self._fatal = exc
+            self._changes = Changes()
+
+    def _poll_store(self) -> None:
+        """Pick up runs that other processes (Clients) stored."""
+        assert self._loop is not None
+        try:
+            if self.store.changed():
+                self._load(self.store.load_ready(self._scanned))
+        except StoreError as exc:
+            self._die(exc)
+            return
+        self._timers.append(self._loop.call_later(self.poll_interval, self._poll_store))
+
+    def _check_progress(self) -> None:
+        """Drain mode ends when nothing is left; a stop ends when every worker is gone."""
+        if self._state == "serving":
+            if self._until == "drained" and not self._tickets and not self._changes:
+                self._load(self.store.load_ready(self._scanned))
+                if not self._tickets and not self._changes:
+                    self._begin_stop(graceful=True)
+            return
+        if self._state in ("draining", "forcing") and self._pool is not None:
+            if self._state == "draining" and not any(s.inflight for s in self._pool.slots):
+                for slot in self._pool.slots:
+                    if not slot.exited and not slot.retiring:
+                        self._retire(slot)
+            if all(slot.exited for slot in self._pool.slots) and not self._changes and not self._after:
+                self._state = "stopped"
+                if self._stopped is not None and not self._stopped.done():
+                    self._stopped.set_result(None)
+
+    def _begin_stop(self, graceful: bool, reason: str | None = None) -> None:
+        if self._state in ("idle", "stopped") or self._loop is None:
+            return
+        if graceful and self._state == "serving":
+            self._state = "draining"
+            running = sum(len(s.inflight) for s in self._pool.slots) if self._pool else 0
+            if reason:
+                log.warning("%s: finishing %d running run(s) within %.0f s, queued runs stay queued; "
+                            "send it again to stop now", reason, running, self.grace)
+            self._timers.append(self._loop.call_later(self.grace, self._grace_over))
+        elif not graceful and self._state in ("serving", "draining"):
+            self._state = "forcing"
+            if reason:
+                log.warning("%s: stopping now; running runs are interrupted and queued again", reason)
+            assert self._pool is not None
+            for slot in self._pool.slots:
+                if slot.restart_handle is not None:
+                    slot.restart_handle.cancel()
+                    slot.restart_handle = None
+                self._pool.terminate(slot)
+        self._schedule_tick()
+
+    def _grace_over(self) -> None:
+        if self._state == "draining":
+            self._exit_code = self._exit_code or 128 + 15
+            self._begin_stop(graceful=False, reason=f"grace period of {self.grace:.0f} s is over")
+
+    def _on_signal(self, signum: int) -> None:
+        self._signal_count += 1
+        name = _signal_name(signum)
+        if self._signal_count == 1:
+            self._begin_stop(graceful=True, reason=f"received {name}")
+        elif self._state != "forcing":
+            self._exit_code = 128 + signum
+            self._begin_stop(graceful=False, reason=f"received {name} again")
+
+    def _log_status(self) -> None:
+        now = time.time()
+        pool = self._pool
+        running = [
+            f"run {t.id} ({t.job.name}, {now - t.claimed_at:.1f} s)" for s in (pool.slots if pool else []) for t in
+            list(s.inflight)[:1]
+        ]
+        pids = [s.pid for s in pool.slots if s.alive] if pool else []
+        log.warning("status: %s; %d queued; running: %s; worker pids: %s", self._state, len(self._ready),
+                    ", ".join(running) or "none", pids)
+
+    def _die(self, exc: BaseException) -> None:
+        """The store failed: stop everything rather than carry on without durability."""
+        log.error("stopping: %s", exc)
+        self._fatal = exc
+        self._changes = Changes()
+        self._after = []
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+
+    def shutdown(self, graceful: bool = True, timeout: float | None = None) -> None:
+        """Stop serving, from any thread or from the loop. From another thread, waits until
+        `serve()` has returned (or `timeout` seconds)."""
+        loop = self._loop
+        if loop is None:
+            return
+        on_loop = self._loop_thread == threading.get_ident()
+        if on_loop:
+            self._begin_stop(graceful)
+            return
+        loop.call_soon_threadsafe(self._begin_stop, graceful)
+        self._finished_serving.wait(timeout)
+
+    def close(self) -> None:
+        """Stop serving if serving, then release the store."""
+        if self._loop is not None:
+            self.shutdown(graceful=True)
+        self.store.close()
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- waiting, cancelling, inspecting ----------------------------------------------------------
+
+    def wait_for(self, run_id: int, timeout: float) -> bool:
+        """Block until this supervisor finishes the run, or `timeout` seconds; whether it did."""
+        event = threading.Event()
+        with self._wait_lock:
+            self._waiters.setdefault(run_id, []).append(event)
+        record = self.store.get(run_id)
+        if record is not None and record.status.is_terminal:
+            return True
+        return event.wait(timeout)
+
+    def _notify(self, run_id: int) -> None:
+        if self._waiters:
+            with self._wait_lock:
+                events = self._waiters.pop(run_id, ())
+            for event in events:
+                event.set()
+
+    def cancel(self, run_id: int) -> bool:
+        """Cancel a run that has not started (queued, delayed or waiting for a retry)."""
+        done = self.store.cancel_queued(run_id, time.time())
+        if done:
+            self._hand_to_loop(self._forget, run_id)
+        return done
+
+    def _forget(self, run_id: int) -> None:
+        ticket = self._tickets.pop(run_id, None)
+        if ticket is not None and isinstance(ticket.waiting, asyncio.TimerHandle):
+            ticket.waiting.cancel()
+        self._notify(run_id)
+        self._schedule_tick()
+
+    def handle(self, run_id: int) -> Handle[Any]:
+        record = self.run(run_id, attempts=False)
+        return Handle(self.store, run_id, self.jobs.get(record.job), self)
+
+    def run(self, run_id: int, attempts: bool = True) -> RunRecord:
+        """The stored run with its attempt log."""
+        record = self.store.get(run_id, attempts=attempts)
+        if record is None:
+            raise RunNotFound(f"run {run_id} does not exist in the store")
+        return record
+
+    def runs(self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50,
+             offset: int = 0) -> list[RunRecord]:
+        return self.store.runs(status=status, job=job, limit=limit, offset=offset)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per job and status, queue depth, and runs finished per second while serving."""
+        elapsed = max(time.monotonic() - self._started_at, 1e-9)
+        return {
+            "jobs": self.store.counts(),
+            "queued": len(self._ready),
+            "live": len(self._tickets),
+            "runs_per_second": self._completed / elapsed,
+            "workers": [s.pid for s in self._pool.slots if s.alive] if self._pool else [],
+        }
+
+
+_ERROR_TYPES = {
+    Outcome.TIMED_OUT: "RunTimedOut",
+    Outcome.MEMORY_EXCEEDED: "MemoryExceeded",
+    Outcome.CANCELLED: "RunCancelled",
+    Outcome.CRASHED: "WorkerCrashed",
+}
+
+
+def _signal_name(sig: int | None) -> str:
+    import signal as signals
+
+    try:
+        return signals.Signals(sig).name  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return str(sig)
+
+
+def _tree_rss(pid: int) -> int:
+    import psutil
+
+    total = 0
+    try:
+        root = psutil.Process(pid)
+        for proc in (root, *root.children(recursive=True)):
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return total
+
+
+_SIZES = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+          "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an int or "512MB" / "2GB" / "1GiB"; ValueError naming a malformed one."""
+    import re
+
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value) if isinstance(value, str) else None
+    if match and match.group(2).lower() in _SIZES and float(match.group(1)) > 0:
+        return int(float(match.group(1)) * _SIZES[match.group(2).lower()])
+    raise ValueError(f"invalid size {value!r}: expected bytes or e.g. '512MB', '2GB'")

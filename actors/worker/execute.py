@@ -1,0 +1,99 @@
+"""Executing one run inside a worker: validate input, call the job, validate and serialize output.
+
+Whatever the job raises or returns becomes a `Done` or `Failed` message made of plain strings,
+so a bad value can only fail its own run, never the pipe or the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import resource
+import signal
+import time
+import traceback
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..context import Context
+from ..errors import SoftTimeout
+from ..job import Job
+from ..protocol import Done, Failed
+from ..retry import NO_RETRY
+
+
+def _describe(exc: BaseException) -> tuple[str, str, str]:
+    """(type name, message, traceback text) of an exception, never raising itself."""
+    kind = type(exc).__qualname__
+    try:
+        message = str(exc)
+    except Exception as inner:  # a __str__ that raises
+        message = f"<str() of the exception failed: {type(inner).__name__}>"
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except Exception:
+        text = f"{kind}: {message}\n"
+    return kind, message, text
+
+
+def _raise_soft_timeout(signum: int, frame: Any) -> None:
+    raise SoftTimeout("soft timeout expired")
+
+
+def peak_rss() -> int:
+    """The worker's peak resident memory, in bytes."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def execute(job: Job[Any, Any], run_id: int, attempt: int, input_json: str, soft_timeout: float | None,
+            current: list[Context | None]) -> Done | Failed:
+    """Run one attempt; `current` holds its Context while it runs (for cancel requests)."""
+    started = time.perf_counter()
+    policy = job.retry or NO_RETRY
+    try:
+        value = job.input_model.model_validate_json(input_json)
+    except ValidationError as exc:
+        kind, message, text = _describe(exc)
+        return Failed(run_id, attempt, kind, f"invalid input for job {job.name!r}: {message}", text, False,
+                      time.perf_counter() - started, peak_rss())
+    ctx = Context(run_id, attempt, job.name)
+    current[0] = ctx
+    if soft_timeout:
+        signal.signal(signal.SIGALRM, _raise_soft_timeout)
+        signal.setitimer(signal.ITIMER_REAL, soft_timeout)
+    try:
+        result = job.fn(value, ctx) if job.takes_context else job.fn(value)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_await(result))
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt from a job fail the run, not the worker
+        if soft_timeout:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        current[0] = None
+        kind, message, text = _describe(exc)
+        return Failed(run_id, attempt, kind, message, text, policy.retries_exception(exc),
+                      time.perf_counter() - started, peak_rss())
+    if soft_timeout:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    current[0] = None
+    try:
+        output = job.output_json(result)
+    except ValidationError as exc:
+        kind, message, text = _describe(exc)
+        return Failed(run_id, attempt, "OutputValidationError",
+                      f"output of job {job.name!r} does not match {_type_name(job.output_type)}: {message}",
+                      text, False, time.perf_counter() - started, peak_rss())
+    except Exception as exc:
+        kind, message, text = _describe(exc)
+        return Failed(run_id, attempt, "OutputSerializationError",
+                      f"output of job {job.name!r} cannot be serialized to JSON ({kind}: {message})",
+                      text, False, time.perf_counter() - started, peak_rss())
+    return Done(run_id, attempt, output, time.perf_counter() - started, peak_rss())
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or repr(kind)
