@@ -137,15 +137,16 @@ class SQLiteStore:
 
     def insert(self, runs: list[NewRun], now: float) -> list[int]:
         rows = [(r.job, r.input, r.priority, r.max_attempts, r.timeout, now, r.scheduled_at or now) for r in runs]
+        sql = ("INSERT INTO runs (job, status, input, priority, max_attempts, timeout, created_at, scheduled_at) "
+               "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)")
         with self._write():
-            cursor = self._db.execute("SELECT coalesce(max(id), 0) FROM runs")
-            first = cursor.fetchone()[0] + 1
-            self._db.executemany(
-                "INSERT INTO runs (job, status, input, priority, max_attempts, timeout, created_at, scheduled_at) "
-                "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-        return list(range(first, first + len(rows)))
+            if len(rows) == 1:
+                last = self._db.execute(sql, rows[0]).lastrowid
+            else:
+                self._db.executemany(sql, rows)
+                last = self._db.execute("SELECT max(id) FROM runs").fetchone()[0]
+        # one writer inside one transaction: the rows got consecutive ids ending at `last`
+        return list(range(last - len(rows) + 1, last + 1))
 
     def commit(self, changes: Changes, now: float) -> set[int]:
         db = self._db

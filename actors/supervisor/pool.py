@@ -35,6 +35,7 @@ from ..worker.main import worker_main
 
 RESTART_BACKOFF = Retry(attempts=1, backoff="exponential", base=0.1, cap=30.0)
 HEALTHY_AFTER = 10.0
+EOF_GRACE = 0.1  # a worker whose pipe closed and who has not exited after this is killed
 _PRELOAD = ["__main__", "actors.worker.forkserver", "actors.worker.main", "pydantic"]
 
 
@@ -174,11 +175,15 @@ class Pool:
             data = b""
         if not data:
             self.loop.remove_reader(slot.fd)
-            if not slot.exited:
-                slot.note = slot.note or "the worker closed its pipe"
-                self.terminate(slot)
+            self.loop.call_later(EOF_GRACE, self._pipe_closed, slot, slot.pid)
             return
         self._feed(slot, data)
+
+    def _pipe_closed(self, slot: WorkerSlot, pid: int) -> None:
+        """EOF without an exit soon after: the worker lives but closed its pipe; it must go."""
+        if slot.pid == pid and not slot.exited:
+            slot.note = slot.note or "the worker closed its pipe"
+            self.terminate(slot)
 
     def _feed(self, slot: WorkerSlot, data: bytes) -> None:
         try:
@@ -279,6 +284,19 @@ class Pool:
         self._conns.clear()
         self._alive_w.close()
         self._alive_r.close()
+        _stop_fork_server()
+
+
+def _stop_fork_server() -> None:
+    """Stop the fork server (and the resource tracker it started) so a supervisor that stopped
+    serving leaves no child process behind; the next `serve()` starts new ones."""
+    from multiprocess import forkserver, resource_tracker
+
+    for helper in (forkserver._forkserver, resource_tracker._resource_tracker):
+        try:
+            helper._stop()
+        except Exception:
+            pass
 
 
 def _tree(pid: int) -> list[psutil.Process]:

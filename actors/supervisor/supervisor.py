@@ -22,6 +22,7 @@ import os
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -106,6 +107,8 @@ class Supervisor:
         self._loop_thread: int | None = None
         self._pool: Pool | None = None
         self._tick_pending = False
+        self._inbox: deque[list[Ticket]] = deque()  # tickets submitted from other threads
+        self._inbox_armed = False
         self._state = "idle"  # idle -> serving -> draining (graceful) / forcing -> stopped
         self._until: str | None = None
         self._stopped: asyncio.Future[None] | None = None
@@ -155,7 +158,7 @@ class Supervisor:
         effective_timeout = run_timeout if run_timeout is not None else found.timeout
         tickets = [Ticket(run_id, found, row.input, prio, 0, 0, attempts, effective_timeout)
                    for run_id, row in zip(ids, rows, strict=True)]
-        self._hand_to_loop(self._enqueue, tickets)
+        self._hand_over(tickets)
         store = self.store
         return [Handle(store, run_id, found, self) for run_id in ids]
 
@@ -166,6 +169,24 @@ class Supervisor:
             loop.call_soon_threadsafe(fn, *args)
         else:
             fn(*args)
+
+    def _hand_over(self, tickets: list[Ticket]) -> None:
+        """Queue new tickets from any thread. Other threads drop them in an inbox and wake the
+        loop once for however many arrive before it looks (fewer wake-ups, bigger batches)."""
+        loop = self._loop
+        if loop is None or self._loop_thread == threading.get_ident() or not loop.is_running():
+            self._enqueue(tickets)
+            return
+        self._inbox.append(tickets)
+        if not self._inbox_armed:
+            self._inbox_armed = True
+            loop.call_soon_threadsafe(self._take_inbox)
+
+    def _take_inbox(self) -> None:
+        self._inbox_armed = False  # first disarm, then drain: a later append re-arms
+        inbox = self._inbox
+        while inbox:
+            self._enqueue(inbox.popleft())
 
     def _load(self, rows: Iterable[Any]) -> None:
         """Tickets for stored queued/retrying runs (at start, and those other processes added)."""

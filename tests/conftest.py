@@ -1,0 +1,90 @@
+"""Shared fixtures: a store path, a runner for scripts in a subprocess, and a leak check."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    """A fresh SQLite store path."""
+    return str(tmp_path / "runs.db")
+
+
+def write_script(tmp_path: Path, code: str, name: str = "script.py") -> Path:
+    """A script file (dedented) that imports actors from this checkout."""
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(code))
+    return path
+
+
+def script_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_script(tmp_path: Path, code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a script to completion in a subprocess; its output and exit status."""
+    path = write_script(tmp_path, code)
+    return subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=timeout,
+                          env=script_env(), cwd=tmp_path)
+
+
+def start_script(tmp_path: Path, code: str, *args: str, **kwargs) -> subprocess.Popen[str]:
+    """Start a script in a subprocess (stdout/stderr piped, text)."""
+    path = write_script(tmp_path, code)
+    return subprocess.Popen([sys.executable, str(path), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=script_env(), cwd=tmp_path, **kwargs)
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01, what: str = "condition"):
+    """Poll predicate until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def live_descendants(pid: int | None = None) -> list[psutil.Process]:
+    """Descendants of a process (default: this one) that are alive and not zombies."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    alive = []
+    for child in children:
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(child)
+        except psutil.Error:
+            pass
+    return alive
+
+
+def workers_of(pid: int | None = None) -> list[psutil.Process]:
+    """Live worker processes of a supervisor (default: this process): the fork server's children."""
+    found = []
+    for child in live_descendants(pid):
+        try:
+            parent = child.parent()
+            if parent is not None and "forkserver" in " ".join(parent.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
