@@ -1,24 +1,43 @@
-"""`Context`: what a running job knows about its run (id, attempt, job name, a logger)."""
+"""`Context`: what a running job knows and can say about its run.
+
+A job that takes a second parameter gets one per attempt, in the worker. It carries the run id,
+the attempt number and the job name, a logger whose records carry them, the per-worker
+resource made by the job's `setup`, memoized steps, progress and metadata (sent to the
+supervisor, which stores them while the run is still running), and `cancelled`.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import pydantic_core
+
+from .protocol import Progress, StepDone
+
+T = TypeVar("T")
 _log = logging.getLogger("actors.job")
 
 
 class Context:
     """Given to a job that takes a second parameter. Lives in the worker for one attempt."""
 
-    __slots__ = ("run_id", "attempt", "job", "_log", "_cancelled")
+    __slots__ = ("run_id", "attempt", "job", "resource", "_log", "_send", "_steps", "_seen", "_is_cancelled")
 
-    def __init__(self, run_id: int, attempt: int, job: str) -> None:
+    def __init__(self, run_id: int, attempt: int, job: str, *, resource: Any = None,
+                 steps: dict[str, str] | None = None, send: Callable[[Any], None] | None = None,
+                 is_cancelled: Callable[[int], bool] | None = None) -> None:
         self.run_id = run_id
         self.attempt = attempt
         self.job = job
+        self.resource = resource  # what the job's `setup` returned in this worker process
         self._log: logging.LoggerAdapter[Any] | None = None
-        self._cancelled = False
+        self._send = send or (lambda message: None)
+        self._steps = steps or {}
+        self._seen: set[str] = set()
+        self._is_cancelled = is_cancelled
 
     @property
     def log(self) -> logging.LoggerAdapter[Any]:
@@ -29,8 +48,42 @@ class Context:
 
     @property
     def cancelled(self) -> bool:
-        """True once a cancel of this run was requested; a long loop can stop cleanly."""
-        return self._cancelled
+        """True once a cancel of this run was requested; a long loop can check it and stop."""
+        return self._is_cancelled is not None and self._is_cancelled(self.run_id)
+
+    def step(self, name: str, fn: Callable[[], T]) -> T:
+        """Run `fn` once per run: its JSON result is stored when it returns, and a later attempt
+        gets the stored value (as JSON data) instead of running it again."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"invalid step name {name!r}: expected a non-empty string")
+        if name in self._seen:
+            raise ValueError(f"step {name!r} was already used in run {self.run_id}: step names are unique within a run")
+        self._seen.add(name)
+        if name in self._steps:
+            return json.loads(self._steps[name])  # type: ignore[no-any-return]
+        value = fn()
+        try:
+            text = pydantic_core.to_json(value).decode()
+        except Exception as exc:
+            raise TypeError(f"step {name!r} returned a value that cannot be stored as JSON: {exc}") from exc
+        self._steps[name] = text
+        self._send(StepDone(self.run_id, self.attempt, name, text))
+        return value
+
+    def progress(self, fraction: float | None, message: str | None = None) -> None:
+        """Report progress (0.0 to 1.0) and an optional message; visible in `Handle.status()`
+        and `Supervisor.run()` while the run is running."""
+        if fraction is not None and not 0.0 <= float(fraction) <= 1.0:
+            raise ValueError(f"invalid progress {fraction!r}: expected a fraction between 0 and 1")
+        self._send(Progress(self.run_id, self.attempt, None if fraction is None else float(fraction), message, None))
+
+    def metadata(self, **values: Any) -> None:
+        """Attach JSON-serializable values to the run (merged with earlier ones)."""
+        try:
+            text = pydantic_core.to_json(values).decode()
+        except Exception as exc:
+            raise TypeError(f"metadata cannot be stored as JSON: {exc}") from exc
+        self._send(Progress(self.run_id, self.attempt, None, None, text))
 
     def __repr__(self) -> str:
         return f"<Context run={self.run_id} attempt={self.attempt} job={self.job}>"

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, TypeAdapter
 
-from .durations import Duration, optional_duration
+from .durations import Duration, optional_duration, parse_rate
 from .retry import Retry
 
 In = TypeVar("In", bound=BaseModel)
@@ -30,6 +30,14 @@ class Priority:
     NORMAL = 0
     HIGH = 10
     CRITICAL = 100
+
+
+def check_cron(expression: str, job_name: str) -> None:
+    """A malformed cron expression is a ValueError naming it (croniter parses it)."""
+    from croniter import croniter
+
+    if not isinstance(expression, str) or not croniter.is_valid(expression):
+        raise ValueError(f"job {job_name!r}: invalid cron expression {expression!r}")
 
 
 class Job(Generic[In, Out]):
@@ -46,6 +54,15 @@ class Job(Generic[In, Out]):
         soft_timeout: Duration | None = None,
         retry: Retry | int | None = None,
         priority: int = Priority.NORMAL,
+        concurrency: int | None = None,
+        rate: str | None = None,
+        unique: bool | Callable[[Any], Any] = False,
+        cron: str | None = None,
+        version: int = 1,
+        min_version: int | None = None,
+        setup: Callable[[], Any] | None = None,
+        before_run: Callable[[Any], Any] | None = None,
+        after_run: Callable[[Any, BaseException | None], Any] | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"@job expects a function, got {fn!r}")
@@ -84,6 +101,32 @@ class Job(Generic[In, Out]):
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise TypeError(f"job {self.name!r}: priority must be an int, got {priority!r}")
         self.priority = priority
+        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+            raise ValueError(f"job {self.name!r}: invalid concurrency {concurrency!r}: expected an int >= 1")
+        self.concurrency = concurrency
+        self.rate = rate
+        self.rate_limit = parse_rate(rate) if rate is not None else None
+        if not (isinstance(unique, bool) or callable(unique)):
+            raise TypeError(f"job {self.name!r}: unique must be True or a function of the input")
+        self.unique = unique
+        if cron is not None:
+            check_cron(cron, self.name)
+            try:
+                self.input_model()
+            except Exception as exc:
+                raise ValueError(f"job {self.name!r}: a cron job's input model must have defaults for every field") from exc
+        self.cron = cron
+        if not isinstance(version, int) or version < 1:
+            raise ValueError(f"job {self.name!r}: invalid version {version!r}: expected an int >= 1")
+        self.version = version
+        self.min_version = min_version
+        self.limited = concurrency is not None or self.rate_limit is not None
+        for hook_name, hook in (("setup", setup), ("before_run", before_run), ("after_run", after_run)):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"job {self.name!r}: {hook_name} must be callable, got {hook!r}")
+        self.setup = setup
+        self.before_run = before_run
+        self.after_run = after_run
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -102,9 +145,17 @@ class Job(Generic[In, Out]):
 
     def validate_input(self, value: Any) -> str:
         """The input as JSON text, validated by the input model (raises pydantic.ValidationError)."""
-        if type(value) is self.input_model:
-            return value.model_dump_json()
-        return self.input_model.model_validate(value).model_dump_json()
+        if type(value) is not self.input_model:
+            value = self.input_model.model_validate(value)
+        return value.model_dump_json()
+
+    def unique_key(self, input_json: str) -> str | None:
+        """The key that makes a run unique while live (`unique=`), from its validated input."""
+        if self.unique is False:
+            return None
+        if self.unique is True:
+            return input_json
+        return repr(self.unique(self.input_model.model_validate_json(input_json)))
 
     def output_json(self, value: Any) -> str:
         """Validate a returned value against the output type and serialize it (runs in the worker)."""
@@ -127,6 +178,15 @@ def job(
     soft_timeout: Duration | None = ...,
     retry: Retry | int | None = ...,
     priority: int = ...,
+    concurrency: int | None = ...,
+    rate: str | None = ...,
+    unique: bool | Callable[[Any], Any] = ...,
+    cron: str | None = ...,
+    version: int = ...,
+    min_version: int | None = ...,
+    setup: Callable[[], Any] | None = ...,
+    before_run: Callable[[Any], Any] | None = ...,
+    after_run: Callable[[Any, BaseException | None], Any] | None = ...,
 ) -> Callable[[Callable[..., Out]], Job[Any, Out]]: ...
 def job(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Declare a job, bare (`@job`) or with options (`@job(timeout="30s", retry=Retry(3))`)."""

@@ -25,9 +25,16 @@ MAX_FRAME = 1 << 31
 
 
 class Assign(NamedTuple):
-    """Runs for the worker to execute in order: (run_id, attempt, job name, input JSON, soft timeout)."""
+    """Runs for the worker to execute in order: (run_id, attempt, job name, input JSON, soft
+    timeout, completed steps {name: JSON} or None)."""
 
-    runs: list[tuple[int, int, str, str, float | None]]
+    runs: list[tuple[int, int, str, str, float | None, dict[str, str] | None]]
+
+
+class Cancel(NamedTuple):
+    """Cancel a run: skip it if it has not started, else `ctx.cancelled` turns true."""
+
+    run_id: int
 
 
 class Stop(NamedTuple):
@@ -50,6 +57,25 @@ class SetupFailed(NamedTuple):
     error_type: str
     message: str
     traceback: str
+
+
+class StepDone(NamedTuple):
+    """A `ctx.step` returned; its JSON value is stored so a later attempt skips it."""
+
+    run_id: int
+    attempt: int
+    name: str
+    value: str
+
+
+class Progress(NamedTuple):
+    """`ctx.progress` / `ctx.metadata` of a running run (metadata as a JSON object, merged)."""
+
+    run_id: int
+    attempt: int
+    fraction: float | None
+    message: str | None
+    metadata: str | None
 
 
 class Done(NamedTuple):

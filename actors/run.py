@@ -50,7 +50,9 @@ class NewRun:
     max_attempts: int = 1
     timeout: float | None = None
     scheduled_at: float = 0.0
-    id: int = 0
+    version: int = 1
+    key: str | None = None  # idempotency key: one run per key for the store's lifetime
+    unique_key: str | None = None  # one live (queued/running/retrying) run per key
 
 
 @dataclass(slots=True)
@@ -90,7 +92,13 @@ class RunRecord:
     error_type: str | None = None
     message: str | None = None
     traceback: str | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    version: int = 1
+    key: str | None = None
     attempt_log: list[Attempt] = field(default_factory=list)
+    steps: dict[str, Any] = field(default_factory=dict)
 
     @property
     def result(self) -> Any:

@@ -30,6 +30,7 @@ class Ready(NamedTuple):
     timeout: float | None
     scheduled_at: float
     status: str
+    version: int
 
 
 class Finish(NamedTuple):
@@ -62,18 +63,27 @@ class Changes:
     unclaims: list[tuple[int, int]] = field(default_factory=list)  # claimed, never started
     requeues: list[int] = field(default_factory=list)  # retrying -> queued, backoff over
     cancels: list[int] = field(default_factory=list)  # queued/retrying -> cancelled
-    fails: list[tuple[int, str, str]] = field(default_factory=list)  # queued -> failed (id, type, msg)
+    ends: list[tuple[int, str, str, str]] = field(default_factory=list)  # queued -> (id, status, type, msg)
+    steps: list[tuple[int, str, str]] = field(default_factory=list)  # (run_id, step name, JSON value)
+    progress: list[tuple[int, float | None, str | None, str | None]] = field(default_factory=list)  # id, fraction, message, metadata JSON
 
     def __bool__(self) -> bool:
-        return bool(self.claims or self.finishes or self.unclaims or self.requeues or self.cancels or self.fails)
+        return bool(self.claims or self.finishes or self.unclaims or self.requeues or self.cancels or self.ends
+                    or self.steps or self.progress)
 
 
 @runtime_checkable
 class Store(Protocol):
     """Durable runs and attempts. Implementations: MemoryStore, SQLiteStore."""
 
-    def insert(self, runs: list[NewRun], now: float) -> list[int]:
-        """Store queued runs in one transaction, durable on return; their ids, in order."""
+    def insert(self, runs: list[NewRun], now: float) -> list[tuple[int, bool]]:
+        """Store queued runs in one transaction, durable on return: (id, created) per run, in
+        order. A run whose `key` exists, or whose `unique_key` is live, is not created: the
+        existing run's id comes back with created=False."""
+        ...
+
+    def steps(self, run_id: int) -> dict[str, str]:
+        """The completed steps of a run: {name: JSON value}."""
         ...
 
     def commit(self, changes: Changes, now: float) -> set[int]:
@@ -110,6 +120,14 @@ class Store(Protocol):
 
     def counts(self) -> dict[str, dict[str, int]]:
         """{job: {status: count}}."""
+        ...
+
+    def cron_last(self, job: str) -> float | None:
+        """The last cron tick (epoch seconds) a run was submitted for, if any."""
+        ...
+
+    def set_cron(self, job: str, tick: float) -> None:
+        """Remember the last cron tick submitted for a job."""
         ...
 
     def close(self) -> None: ...

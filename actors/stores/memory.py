@@ -6,12 +6,14 @@ Nothing survives the process. Used when `Supervisor(store=":memory:")`.
 from __future__ import annotations
 
 import copy
+import json
 import threading
 
 from ..run import Attempt, NewRun, Outcome, RunRecord, RunStatus
 from .base import Changes, Ready
 
 _PENDING = (RunStatus.QUEUED, RunStatus.RETRYING)
+_LIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING)
 
 
 class MemoryStore:
@@ -20,20 +22,45 @@ class MemoryStore:
     def __init__(self) -> None:
         self._runs: dict[int, RunRecord] = {}
         self._free: dict[int, int] = {}
+        self._steps: dict[int, dict[str, str]] = {}
+        self._unique: dict[int, tuple[str, str]] = {}
+        self._cron: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def insert(self, runs: list[NewRun], now: float) -> list[int]:
+    def insert(self, runs: list[NewRun], now: float) -> list[tuple[int, bool]]:
+        result = []
         with self._lock:
-            first = len(self._runs) + 1
-            for offset, new in enumerate(runs):
-                run_id = first + offset
+            for new in runs:
+                existing = self._existing(new)
+                if existing is not None:
+                    result.append((existing, False))
+                    continue
+                run_id = len(self._runs) + 1
                 self._runs[run_id] = RunRecord(
                     id=run_id, job=new.job, status=RunStatus.QUEUED, input=new.input, priority=new.priority,
                     max_attempts=new.max_attempts, timeout=new.timeout, created_at=now,
-                    scheduled_at=new.scheduled_at or now,
+                    scheduled_at=new.scheduled_at or now, version=new.version, key=new.key,
                 )
                 self._free[run_id] = 0
-        return list(range(first, first + len(runs)))
+                self._steps[run_id] = {}
+                if new.unique_key is not None:
+                    self._unique[run_id] = (new.job, new.unique_key)
+                result.append((run_id, True))
+        return result
+
+    def _existing(self, new: NewRun) -> int | None:
+        for run in self._runs.values():
+            if run.job != new.job:
+                continue
+            if new.key is not None and run.key == new.key:
+                return run.id
+            if new.unique_key is not None and run.status in _LIVE and self._unique.get(run.id) == (new.job, new.unique_key):
+                return run.id
+        return None
+
+    def steps(self, run_id: int) -> dict[str, str]:
+        with self._lock:
+            return dict(self._steps.get(run_id, {}))
 
     def commit(self, changes: Changes, now: float) -> set[int]:
         lost: set[int] = set()
@@ -71,10 +98,23 @@ class MemoryStore:
                     run.status = RunStatus.QUEUED
             for run_id in changes.cancels:
                 self._cancel(run_id, now)
-            for run_id, kind, message in changes.fails:
+            for run_id, status, kind, message in changes.ends:
                 run = runs.get(run_id)
                 if run is not None and run.status in _PENDING:
-                    run.status, run.finished_at, run.error_type, run.message = RunStatus.FAILED, now, kind, message
+                    run.status, run.finished_at, run.error_type, run.message = RunStatus(status), now, kind, message
+            for run_id, name, value in changes.steps:
+                if run_id in self._steps:
+                    self._steps[run_id][name] = value
+            for run_id, fraction, message, metadata in changes.progress:
+                run = runs.get(run_id)
+                if run is None:
+                    continue
+                if fraction is not None:
+                    run.progress = fraction
+                if message is not None:
+                    run.progress_message = message
+                if metadata is not None:
+                    run.metadata = {**run.metadata, **json.loads(metadata)}
         return lost
 
     def _cancel(self, run_id: int, now: float) -> bool:
@@ -92,7 +132,7 @@ class MemoryStore:
         with self._lock:
             return [
                 Ready(r.id, r.job, r.input, r.priority, r.attempts, self._free[r.id], r.max_attempts, r.timeout,
-                      r.scheduled_at, str(r.status))
+                      r.scheduled_at, str(r.status), r.version)
                 for r in self._runs.values()
                 if r.id > after_id and r.status in _PENDING
             ]
@@ -106,7 +146,9 @@ class MemoryStore:
             if run is None:
                 return None
             record = copy.copy(run)
+            record.metadata = dict(run.metadata)
             record.attempt_log = list(run.attempt_log) if attempts else []
+            record.steps = {k: json.loads(v) for k, v in self._steps[run_id].items()} if attempts else {}
             return record
 
     def runs(
@@ -131,6 +173,12 @@ class MemoryStore:
                 per_job = result.setdefault(r.job, {})
                 per_job[str(r.status)] = per_job.get(str(r.status), 0) + 1
         return result
+
+    def cron_last(self, job: str) -> float | None:
+        return self._cron.get(job)
+
+    def set_cron(self, job: str, tick: float) -> None:
+        self._cron[job] = tick
 
     def close(self) -> None:
         pass

@@ -40,7 +40,25 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at REAL,
     error_type TEXT,
     message TEXT,
-    traceback TEXT
+    traceback TEXT,
+    progress REAL,
+    progress_message TEXT,
+    metadata TEXT,
+    version INTEGER NOT NULL DEFAULT 1,
+    key TEXT,
+    unique_key TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_key ON runs(job, key) WHERE key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_unique ON runs(job, unique_key) WHERE unique_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS steps (
+    run_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cron (
+    job TEXT PRIMARY KEY,
+    last_tick REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_live ON runs(status) WHERE status IN ('queued', 'running', 'retrying');
 CREATE TABLE IF NOT EXISTS attempts (
@@ -62,9 +80,10 @@ CREATE TABLE IF NOT EXISTS attempts (
 
 _RUN_COLUMNS = (
     "id, job, status, input, output, priority, attempts, max_attempts, timeout, created_at, "
-    "scheduled_at, started_at, finished_at, error_type, message, traceback"
+    "scheduled_at, started_at, finished_at, error_type, message, traceback, progress, progress_message, metadata, "
+    "version, key"
 )
-_READY_COLUMNS = "id, job, input, priority, attempts, free_attempts, max_attempts, timeout, scheduled_at, status"
+_READY_COLUMNS = "id, job, input, priority, attempts, free_attempts, max_attempts, timeout, scheduled_at, status, version"
 
 _INSERT_ATTEMPT = (
     "INSERT OR REPLACE INTO attempts (run_id, number, started_at, finished_at, outcome, error_type, "
@@ -135,18 +154,40 @@ class SQLiteStore:
     def _write(self) -> _Transaction:
         return _Transaction(self)
 
-    def insert(self, runs: list[NewRun], now: float) -> list[int]:
-        rows = [(r.job, r.input, r.priority, r.max_attempts, r.timeout, now, r.scheduled_at or now) for r in runs]
-        sql = ("INSERT INTO runs (job, status, input, priority, max_attempts, timeout, created_at, scheduled_at) "
-               "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)")
+    def insert(self, runs: list[NewRun], now: float) -> list[tuple[int, bool]]:
+        sql = ("INSERT INTO runs (job, status, input, priority, max_attempts, timeout, created_at, scheduled_at, "
+               "version, key, unique_key) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        rows = [(r.job, r.input, r.priority, r.max_attempts, r.timeout, now, r.scheduled_at or now, r.version, r.key,
+                 r.unique_key) for r in runs]
+        db = self._db
         with self._write():
-            if len(rows) == 1:
-                last = self._db.execute(sql, rows[0]).lastrowid
-            else:
-                self._db.executemany(sql, rows)
-                last = self._db.execute("SELECT max(id) FROM runs").fetchone()[0]
-        # one writer inside one transaction: the rows got consecutive ids ending at `last`
-        return list(range(last - len(rows) + 1, last + 1))
+            if not any(r.key or r.unique_key for r in runs):
+                if len(rows) == 1:
+                    last = db.execute(sql, rows[0]).lastrowid
+                else:
+                    db.executemany(sql, rows)
+                    last = db.execute("SELECT max(id) FROM runs").fetchone()[0]
+                # one writer inside one transaction: the rows got consecutive ids ending at `last`
+                return [(run_id, True) for run_id in range(last - len(rows) + 1, last + 1)]
+            result = []
+            for run, row in zip(runs, rows, strict=True):
+                existing = None
+                if run.key is not None:
+                    existing = db.execute("SELECT id FROM runs WHERE job=? AND key=?", (run.job, run.key)).fetchone()
+                if existing is None and run.unique_key is not None:
+                    existing = db.execute(
+                        "SELECT id FROM runs WHERE job=? AND unique_key=? AND status IN ('queued', 'running', 'retrying')",
+                        (run.job, run.unique_key),
+                    ).fetchone()
+                if existing is not None:
+                    result.append((existing[0], False))
+                else:
+                    result.append((db.execute(sql, row).lastrowid, True))
+            return result
+
+    def steps(self, run_id: int) -> dict[str, str]:
+        with self._mutex:
+            return dict(self._db.execute("SELECT name, value FROM steps WHERE run_id=?", (run_id,)).fetchall())
 
     def commit(self, changes: Changes, now: float) -> set[int]:
         db = self._db
@@ -206,11 +247,20 @@ class SQLiteStore:
                     "WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('queued', 'retrying')",
                     (now, json.dumps(changes.cancels)),
                 )
-            if changes.fails:
+            if changes.ends:
                 db.executemany(
-                    "UPDATE runs SET status='failed', finished_at=?, error_type=?, message=? "
+                    "UPDATE runs SET status=?, finished_at=?, error_type=?, message=? "
                     "WHERE id=? AND status IN ('queued', 'retrying')",
-                    [(now, kind, message, run_id) for run_id, kind, message in changes.fails],
+                    [(status, now, kind, message, run_id) for run_id, status, kind, message in changes.ends],
+                )
+            if changes.steps:
+                db.executemany("INSERT OR REPLACE INTO steps (run_id, name, value) VALUES (?, ?, ?)", changes.steps)
+            if changes.progress:
+                db.executemany(
+                    "UPDATE runs SET progress=coalesce(?1, progress), progress_message=coalesce(?2, progress_message), "
+                    "metadata=CASE WHEN ?3 IS NULL THEN metadata ELSE json_patch(coalesce(metadata, '{}'), ?3) END "
+                    "WHERE id=?4",
+                    [(fraction, message, metadata, run_id) for run_id, fraction, message, metadata in changes.progress],
                 )
         return lost
 
@@ -263,6 +313,8 @@ class SQLiteStore:
                     (run_id,),
                 ).fetchall()
                 record.attempt_log = [Attempt(a[0], a[1], a[2], Outcome(a[3]) if a[3] else None, *a[4:]) for a in rows]
+                record.steps = {name: json.loads(value) for name, value in
+                                self._db.execute("SELECT name, value FROM steps WHERE run_id=?", (run_id,))}
         return record
 
     def runs(
@@ -299,6 +351,15 @@ class SQLiteStore:
                 result.setdefault(job, {})[status] = count
         return result
 
+    def cron_last(self, job: str) -> float | None:
+        with self._mutex:
+            row = self._db.execute("SELECT last_tick FROM cron WHERE job=?", (job,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_cron(self, job: str, tick: float) -> None:
+        with self._write():
+            self._db.execute("INSERT OR REPLACE INTO cron (job, last_tick) VALUES (?, ?)", (job, tick))
+
     def close(self) -> None:
         with self._mutex:
             try:
@@ -308,7 +369,7 @@ class SQLiteStore:
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:
-    return RunRecord(row[0], row[1], RunStatus(row[2]), *row[3:])
+    return RunRecord(row[0], row[1], RunStatus(row[2]), *row[3:18], json.loads(row[18]) if row[18] else {}, *row[19:])
 
 
 class _Transaction:

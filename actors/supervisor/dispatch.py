@@ -13,6 +13,7 @@ keeps load balanced for CPU-bound work. A worker is topped up when half its wind
 from __future__ import annotations
 
 import heapq
+from collections import defaultdict, deque
 from typing import Any
 
 from ..job import Job
@@ -27,11 +28,11 @@ class Ticket:
 
     __slots__ = (
         "id", "job", "input", "priority", "attempts", "free", "max_attempts", "timeout", "soft_timeout",
-        "claimed_at", "estimate", "waiting",
+        "claimed_at", "estimate", "waiting", "scheduled_at", "version", "steps", "cancelling",
     )
 
     def __init__(self, run_id: int, job: Job[Any, Any], input: str, priority: int, attempts: int, free: int,
-                 max_attempts: int, timeout: float | None) -> None:
+                 max_attempts: int, timeout: float | None, scheduled_at: float = 0.0, version: int = 1) -> None:
         self.id = run_id
         self.job = job
         self.input = input
@@ -44,6 +45,10 @@ class Ticket:
         self.claimed_at = 0.0
         self.estimate = 0.0
         self.waiting: Any = None  # the timer of a delayed or retrying run
+        self.scheduled_at = scheduled_at  # epoch seconds before which it must not start
+        self.version = version
+        self.steps: dict[str, str] | None = None  # completed ctx.step values, for a later attempt
+        self.cancelling = False  # a cancel was requested while it was with a worker
 
     @property
     def charged(self) -> int:
@@ -90,3 +95,74 @@ class Estimates:
         """Estimated seconds one run will occupy a worker; unknown jobs count as a full window."""
         seconds = self._seconds.get(job)
         return TARGET_AHEAD if seconds is None else max(seconds, MIN_ESTIMATE)
+
+
+class Limits:
+    """Per-job `concurrency` and `rate`: which ready runs may start now.
+
+    A run that may not start is parked in its job's line (in order) instead of going back to the
+    ready queue, so other jobs' runs flow past a limited job's backlog at no cost. A finishing
+    run of the job, or the next rate token, returns the head of its line to the ready queue.
+    """
+
+    def __init__(self) -> None:
+        self.running: defaultdict[str, int] = defaultdict(int)
+        self.parked: defaultdict[str, deque[Ticket]] = defaultdict(deque)
+        self._tokens: dict[str, tuple[float, float]] = {}  # job -> (tokens, at monotonic time)
+
+    def admit(self, ticket: Ticket, now: float) -> bool:
+        """Whether the ticket may start now; if not, it is parked."""
+        job = ticket.job
+        line = self.parked.get(job.name)
+        if line and line[0] is not ticket:
+            line.append(ticket)  # keep the job's order: earlier runs go first
+            return False
+        if job.concurrency is not None and self.running[job.name] >= job.concurrency:
+            self._park(ticket)
+            return False
+        if job.rate_limit is not None and not self._take_token(job.name, job.rate_limit, now):
+            self._park(ticket)
+            return False
+        if line and line[0] is ticket:
+            line.popleft()
+        self.running[job.name] += 1
+        return True
+
+    def _park(self, ticket: Ticket) -> None:
+        line = self.parked[ticket.job.name]
+        if not line or line[0] is not ticket:
+            line.append(ticket)
+
+    def _take_token(self, name: str, limit: tuple[float, float], now: float) -> bool:
+        count, period = limit
+        tokens, at = self._tokens.get(name, (1.0, now))
+        tokens = min(count, tokens + (now - at) * count / period)
+        if tokens >= 1.0:
+            self._tokens[name] = (tokens - 1.0, now)
+            return True
+        self._tokens[name] = (tokens, now)
+        return False
+
+    def next_token_in(self, job: Job[Any, Any], now: float) -> float:
+        """Seconds until the job's rate allows another start."""
+        if job.rate_limit is None:
+            return 0.0
+        count, period = job.rate_limit
+        tokens, at = self._tokens.get(job.name, (1.0, now))
+        tokens = min(count, tokens + (now - at) * count / period)
+        return max(0.0, (1.0 - tokens) * period / count)
+
+    def release(self, ticket: Ticket) -> Ticket | None:
+        """A run of the job left its worker; the head of the job's line if it may now try."""
+        name = ticket.job.name
+        if self.running[name] > 0:
+            self.running[name] -= 1
+        line = self.parked.get(name)
+        return line[0] if line else None
+
+    def head(self, name: str) -> Ticket | None:
+        line = self.parked.get(name)
+        return line[0] if line else None
+
+    def __len__(self) -> int:
+        return sum(len(line) for line in self.parked.values())

@@ -23,7 +23,8 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import dill
@@ -33,17 +34,18 @@ from ..client import Handle
 from ..durations import Duration, optional_duration, parse_duration
 from ..errors import DuplicateJob, JobNotFound, RunNotFound, StoreError
 from ..job import Job
-from ..protocol import Assign, Done, Failed, Ready, SetupFailed, Stop
+from ..protocol import Assign, Cancel, Done, Failed, Progress, Ready, SetupFailed, StepDone, Stop
 from ..retry import NO_RETRY, Retry, compute_backoff
 from ..run import NewRun, Outcome, RunRecord, RunStatus
 from ..stores import Changes, Finish, Store, open_store
-from .dispatch import MAX_WINDOW, TARGET_AHEAD, Estimates, ReadyQueue, Ticket
+from .dispatch import MAX_WINDOW, TARGET_AHEAD, Estimates, Limits, ReadyQueue, Ticket
 from .pool import Pool, WorkerSlot
 from .shutdown import SignalGuard
 
 log = logging.getLogger("actors")
 Out = TypeVar("Out")
 
+EVENTS = frozenset({"submitted", "started", "succeeded", "failed", "retrying", "timed_out", "cancelled"})
 _FAILED_STATUS = {Outcome.TIMED_OUT: RunStatus.TIMED_OUT, Outcome.CANCELLED: RunStatus.CANCELLED}
 
 
@@ -121,6 +123,9 @@ class Supervisor:
         self._fatal: BaseException | None = None
         self._started_at = time.monotonic()
         self._completed = 0
+        self._limits = Limits()
+        self._rate_timers: dict[str, asyncio.TimerHandle] = {}
+        self._listeners: dict[str, list[Callable[[RunRecord], Any]]] = {}
 
         recovered = self.store.recover(time.time())
         if recovered:
@@ -137,30 +142,51 @@ class Supervisor:
         return found
 
     def submit(self, job: Job[Any, Out] | str, input: Any, *, priority: int | None = None,
-               timeout: Duration | None = None) -> Handle[Out]:
-        """Validate the input and store a queued run; durable when this returns."""
-        return self.submit_many(job, [input], priority=priority, timeout=timeout)[0]
+               timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
+               key: str | None = None) -> Handle[Out]:
+        """Validate the input and store a queued run; durable when this returns.
+
+        `delay` / `at` hold the run until then (durably). `key` is an idempotency key: while a
+        run with that key is in the store, submitting it again returns that run's handle. A job
+        with `unique=` does the same while its run is queued or running.
+        """
+        return self.submit_many(job, [input], priority=priority, timeout=timeout, delay=delay, at=at,
+                                keys=None if key is None else [key])[0]
 
     def submit_many(self, job: Job[Any, Out] | str, inputs: Iterable[Any], *, priority: int | None = None,
-                    timeout: Duration | None = None) -> list[Handle[Out]]:
+                    timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
+                    keys: list[str] | None = None) -> list[Handle[Out]]:
         """Like submit, for a batch stored in one transaction (all or nothing)."""
         found = self._resolve(job)
         run_timeout = optional_duration(timeout, what="timeout")
         if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
             raise TypeError(f"priority must be an int, got {priority!r}")
+        now = time.time()
+        scheduled = _scheduled_at(now, delay, at)
         prio = found.priority if priority is None else priority
         attempts = (found.retry or self.default_retry).attempts
-        validate = found.validate_input
-        rows = [NewRun(found.name, validate(value), prio, attempts, run_timeout) for value in inputs]
+        validate, unique_key = found.validate_input, found.unique_key
+        rows = [NewRun(found.name, text, prio, attempts, run_timeout, scheduled, found.version, None, unique_key(text))
+                for text in map(validate, inputs)]
+        if keys is not None:
+            if len(keys) != len(rows):
+                raise ValueError(f"{len(keys)} keys for {len(rows)} inputs")
+            for row, run_key in zip(rows, keys, strict=True):
+                row.key = run_key
+        return self._store_runs(found, rows)
+
+    def _store_runs(self, found: Job[Any, Out], rows: list[NewRun]) -> list[Handle[Out]]:
         if not rows:
             return []
-        ids = self.store.insert(rows, time.time())
-        effective_timeout = run_timeout if run_timeout is not None else found.timeout
-        tickets = [Ticket(run_id, found, row.input, prio, 0, 0, attempts, effective_timeout)
-                   for run_id, row in zip(ids, rows, strict=True)]
-        self._hand_over(tickets)
+        stored = self.store.insert(rows, time.time())
+        effective_timeout = rows[0].timeout if rows[0].timeout is not None else found.timeout
+        tickets = [Ticket(run_id, found, row.input, row.priority, 0, 0, row.max_attempts or 1, effective_timeout,
+                          row.scheduled_at, row.version)
+                   for (run_id, created), row in zip(stored, rows, strict=True) if created]
+        if tickets:
+            self._hand_over(tickets)
         store = self.store
-        return [Handle(store, run_id, found, self) for run_id in ids]
+        return [Handle(store, run_id, found, self) for run_id, _ in stored]
 
     def _hand_to_loop(self, fn: Any, *args: Any) -> None:
         """Run fn on the loop's thread: now if we are on it (or it is not running), else soon."""
@@ -191,33 +217,46 @@ class Supervisor:
     def _load(self, rows: Iterable[Any]) -> None:
         """Tickets for stored queued/retrying runs (at start, and those other processes added)."""
         tickets = []
-        now = time.time()
         for row in rows:
             self._scanned = max(self._scanned, row.id)
             if row.id in self._tickets:
                 continue
             found = self.jobs.get(row.job)
             if found is None:
-                self._changes.fails.append(
-                    (row.id, "JobNotFound", f"job {row.job!r} is not registered with the supervisor serving this store")
-                )
+                self._changes.ends.append((row.id, RunStatus.FAILED, "JobNotFound",
+                                           f"job {row.job!r} is not registered with the supervisor serving this store"))
                 continue
             attempts = row.max_attempts or (found.retry or self.default_retry).attempts
             timeout = row.timeout if row.timeout is not None else found.timeout
-            ticket = Ticket(row.id, found, row.input, row.priority, row.attempts, row.free_attempts, attempts, timeout)
-            if row.scheduled_at > now + 0.001:
-                self._tickets[ticket.id] = ticket
-                self._wait_until(ticket, row.scheduled_at, row.status == RunStatus.RETRYING)
-            else:
-                if row.status == RunStatus.RETRYING:
-                    self._changes.requeues.append(row.id)
-                tickets.append(ticket)
+            ticket = Ticket(row.id, found, row.input, row.priority, row.attempts, row.free_attempts, attempts, timeout,
+                            row.scheduled_at, row.version)
+            if row.attempts:
+                ticket.steps = self.store.steps(row.id) or None
+            if row.status == RunStatus.RETRYING:
+                ticket.waiting = "retrying"
+            tickets.append(ticket)
         self._enqueue(tickets)
 
     def _enqueue(self, tickets: list[Ticket]) -> None:
+        now = time.time()
         for ticket in tickets:
             self._tickets[ticket.id] = ticket
-            self._ready.push(ticket)
+            job = ticket.job
+            if job.min_version is not None and ticket.version < job.min_version:
+                self._changes.ends.append((ticket.id, RunStatus.CANCELLED, "StaleVersion",
+                                           f"run of job version {ticket.version}, below min_version {job.min_version}"))
+                self._after.append((ticket, RunStatus.CANCELLED, None))
+                continue
+            retrying = ticket.waiting == "retrying"
+            ticket.waiting = None
+            if ticket.scheduled_at > now + 0.0005:
+                self._wait_until(ticket, ticket.scheduled_at, retrying)
+            else:
+                if retrying:
+                    self._changes.requeues.append(ticket.id)
+                self._ready.push(ticket)
+            if ticket.attempts == 0:
+                self._emit("submitted", ticket)
         self._schedule_tick()
 
     def _wait_until(self, ticket: Ticket, when: float, retrying: bool) -> None:
@@ -263,7 +302,10 @@ class Supervisor:
             if slot.inflight and slot.inflight[0] is batch[0]:
                 self._start_head(slot)
             assert pool is not None
-            pool.send(slot, Assign([(t.id, t.attempts, t.job.name, t.input, t.soft_timeout) for t in batch]))
+            pool.send(slot, Assign([(t.id, t.attempts, t.job.name, t.input, t.soft_timeout, t.steps) for t in batch]))
+            if self._listeners:
+                for ticket in batch:
+                    self._emit("started", ticket)
         after, self._after = self._after, []
         for ticket, status, retry_at in after:
             if status is RunStatus.RETRYING:
@@ -275,6 +317,8 @@ class Supervisor:
                 self._tickets.pop(ticket.id, None)
                 self._completed += 1
                 self._notify(ticket.id)
+            if self._listeners:
+                self._emit(status.value, ticket)
         self._check_progress()
 
     def _dispatch(self) -> list[tuple[WorkerSlot, list[Ticket]]]:
@@ -303,6 +347,9 @@ class Supervisor:
                 ticket = ready.pop()
                 if ticket.id not in self._tickets:
                     continue  # cancelled while queued
+                if ticket.job.limited and not self._limits.admit(ticket, time.monotonic()):
+                    self._when_admissible(ticket.job)
+                    continue
                 ticket.attempts += 1
                 ticket.claimed_at = now
                 ticket.estimate = cost(ticket.job.name)
@@ -315,6 +362,27 @@ class Supervisor:
                 sends.append((slot, batch))
         return sends
 
+    def _when_admissible(self, job: Job[Any, Any]) -> None:
+        """A rate-limited job's line moves again when its next token is due."""
+        if job.rate_limit is None or self._loop is None or job.name in self._rate_timers:
+            return
+        delay = self._limits.next_token_in(job, time.monotonic())
+        self._rate_timers[job.name] = self._loop.call_later(delay, self._unpark, job.name)
+
+    def _unpark(self, name: str) -> None:
+        self._rate_timers.pop(name, None)
+        head = self._limits.head(name)
+        if head is not None:
+            self._ready.push(head)
+            self._schedule_tick()
+
+    def _released(self, ticket: Ticket) -> None:
+        """A run left its worker: a limited job's next parked run may try again."""
+        if ticket.job.limited:
+            head = self._limits.release(ticket)
+            if head is not None and ticket.job.name not in self._rate_timers:
+                self._ready.push(head)
+
     def _drop_lost(self, slot: WorkerSlot, batch: list[Ticket], lost: set[int]) -> list[Ticket]:
         """Claims the store refused (cancelled meanwhile by another process): forget them."""
         kept = []
@@ -322,6 +390,7 @@ class Supervisor:
             if ticket.id in lost:
                 slot.inflight.remove(ticket)
                 slot.ahead -= ticket.estimate
+                self._released(ticket)
                 self._tickets.pop(ticket.id, None)
                 self._notify(ticket.id)
             else:
@@ -337,7 +406,11 @@ class Supervisor:
             return
         head = slot.inflight[0]
         slot.head_started = time.monotonic()
-        if head.timeout is not None and self._loop is not None:
+        if self._loop is None:
+            return
+        if head.cancelling:
+            slot.deadline = self._loop.call_later(self.kill_grace, self._on_cancel_deadline, slot, head)
+        elif head.timeout is not None:
             slot.deadline = self._loop.call_later(head.timeout, self._on_deadline, slot, head)
 
     # -- results ----------------------------------------------------------------------------
@@ -364,6 +437,19 @@ class Supervisor:
             if self.max_runs_per_worker is not None and slot.runs_done >= self.max_runs_per_worker:
                 self._retire(slot)
             self._schedule_tick()
+        elif kind is Progress or kind is StepDone:
+            inflight = slot.inflight
+            if not inflight or inflight[0].id != message.run_id or inflight[0].attempts != message.attempt:
+                return  # about a run this worker no longer holds
+            if kind is StepDone:
+                ticket = inflight[0]
+                if ticket.steps is None:
+                    ticket.steps = {}
+                ticket.steps[message.name] = message.value
+                self._changes.steps.append((message.run_id, message.name, message.value))
+            else:
+                self._changes.progress.append((message.run_id, message.fraction, message.message, message.metadata))
+            self._schedule_tick()
         elif kind is Ready:
             slot.ready = True
             self._schedule_tick()
@@ -377,6 +463,10 @@ class Supervisor:
         """Record the end of a ticket's current attempt and decide what follows."""
         now = time.time()
         retry_at = None
+        self._released(ticket)
+        if ticket.cancelling and outcome is not Outcome.SUCCEEDED and outcome is not Outcome.INTERRUPTED:
+            outcome = Outcome.CANCELLED
+            error_type = "RunCancelled"
         charged = outcome is not Outcome.INTERRUPTED
         if outcome is Outcome.SUCCEEDED:
             status = RunStatus.SUCCEEDED
@@ -423,6 +513,14 @@ class Supervisor:
         assert self._pool is not None
         self._pool.terminate(slot)
 
+    def _on_cancel_deadline(self, slot: WorkerSlot, ticket: Ticket) -> None:
+        slot.deadline = None
+        if not slot.inflight or slot.inflight[0] is not ticket or slot.terminating:
+            return
+        slot.kill_target = (ticket, Outcome.CANCELLED, f"cancelled while running; killed after {self.kill_grace} s")
+        assert self._pool is not None
+        self._pool.terminate(slot)
+
     def _on_exit(self, slot: WorkerSlot, exitcode: int | None) -> None:
         """A worker process is gone: settle the runs it held, then refill its slot."""
         if slot.deadline is not None:
@@ -448,6 +546,7 @@ class Supervisor:
                 self._finish(head, Outcome.CRASHED, slot, error_type=error_type, message=message,
                              traceback=traceback, exit_code=code, signal=sig, peak_rss=slot.rss or None)
             for ticket in rest:  # sent ahead, never started: as if never claimed
+                self._released(ticket)
                 self._changes.unclaims.append((ticket.id, ticket.attempts))
                 ticket.attempts -= 1
                 self._after.append((ticket, RunStatus.QUEUED, None))
@@ -534,6 +633,7 @@ class Supervisor:
                 if isinstance(ticket.waiting, tuple):
                     self._wait_until(ticket, ticket.waiting[1], ticket.waiting[2])
             self._pool.start()
+            self._start_cron()
             self._timers.append(loop.call_later(self.poll_interval, self._poll_store))
             if self.max_memory is not None:
                 self._timers.append(loop.call_later(0.25, self._sample_memory))
@@ -551,6 +651,48 @@ class Supervisor:
                 except StoreError as exc:
                     self._fatal = exc
             self._changes = Changes()
+
+    # -- cron -----------------------------------------------------------------------------------
+
+    def _start_cron(self) -> None:
+        """Arm each cron job. Catch-up rule: ticks missed while no supervisor served the store
+        run once (the latest of them), not once each; the first serve of a cron job starts
+        from now. Each tick's run has the idempotency key "cron:<tick>", so no tick runs twice."""
+        from croniter import croniter
+
+        now = time.time()
+        for found in self.jobs.values():
+            if found.cron is None:
+                continue
+            last = self.store.cron_last(found.name)
+            if last is None:
+                self.store.set_cron(found.name, now)
+            else:
+                latest = croniter(found.cron, now).get_prev(float)
+                if latest > last:
+                    self._cron_fire(found, latest)
+            self._arm_cron(found, now)
+
+    def _arm_cron(self, found: Job[Any, Any], after: float) -> None:
+        from croniter import croniter
+
+        assert self._loop is not None
+        tick = croniter(found.cron, after).get_next(float)
+        self._timers.append(self._loop.call_later(max(0.0, tick - time.time()), self._cron_tick, found, tick))
+
+    def _cron_tick(self, found: Job[Any, Any], tick: float) -> None:
+        if self._state == "serving":
+            self._cron_fire(found, tick)
+            self._arm_cron(found, tick)
+
+    def _cron_fire(self, found: Job[Any, Any], tick: float) -> None:
+        try:
+            row = NewRun(found.name, found.validate_input({}), found.priority, (found.retry or self.default_retry).attempts,
+                         None, 0.0, found.version, f"cron:{tick:.0f}")
+            self._store_runs(found, [row])
+            self.store.set_cron(found.name, tick)
+        except Exception:
+            log.exception("cron job %r could not submit its run for tick %s", found.name, tick)
 
     def _poll_store(self) -> None:
         """Pick up runs that other processes (Clients) stored."""
@@ -664,6 +806,28 @@ class Supervisor:
 
     # -- waiting, cancelling, inspecting ----------------------------------------------------------
 
+    def on(self, event: str, callback: Callable[[RunRecord], Any]) -> None:
+        """Call `callback(record)` in the supervisor when a run is submitted, started, succeeded,
+        failed, retrying, timed_out or cancelled. A callback that raises is logged, no more."""
+        if event not in EVENTS:
+            raise ValueError(f"invalid event {event!r}: expected one of {sorted(EVENTS)}")
+        if not callable(callback):
+            raise TypeError(f"callback for {event!r} must be callable, got {callback!r}")
+        self._listeners.setdefault(event, []).append(callback)
+
+    def _emit(self, event: str, ticket: Ticket) -> None:
+        callbacks = self._listeners.get(event)
+        if not callbacks:
+            return
+        record = self.store.get(ticket.id)
+        if record is None:
+            return
+        for callback in callbacks:
+            try:
+                callback(record)
+            except Exception:
+                log.exception("callback %r for event %r raised (run %d)", callback, event, ticket.id)
+
     def wait_for(self, run_id: int, timeout: float) -> bool:
         """Block until this supervisor finishes the run, or `timeout` seconds; whether it did."""
         event = threading.Event()
@@ -682,11 +846,27 @@ class Supervisor:
                 event.set()
 
     def cancel(self, run_id: int) -> bool:
-        """Cancel a run that has not started (queued, delayed or waiting for a retry)."""
-        done = self.store.cancel_queued(run_id, time.time())
-        if done:
+        """Cancel a run; whether it was live. A queued, delayed or retrying run is cancelled at
+        once. A running one sees `ctx.cancelled` turn true and is killed after `kill_grace` if
+        it has not finished; its attempt is recorded `cancelled`."""
+        if self.store.cancel_queued(run_id, time.time()):
             self._hand_to_loop(self._forget, run_id)
-        return done
+            return True
+        record = self.store.get(run_id)
+        if record is None or record.status.is_terminal:
+            return False
+        self._hand_to_loop(self._cancel_running, run_id)
+        return True
+
+    def _cancel_running(self, run_id: int) -> None:
+        for slot in self._pool.slots if self._pool else ():
+            for ticket in slot.inflight:
+                if ticket.id == run_id:
+                    ticket.cancelling = True
+                    self._pool.send(slot, Cancel(run_id))  # type: ignore[union-attr]
+                    if slot.inflight[0] is ticket:
+                        self._start_head(slot)  # arms the kill after kill_grace
+                    return
 
     def _forget(self, run_id: int) -> None:
         ticket = self._tickets.pop(run_id, None)
@@ -728,6 +908,19 @@ _ERROR_TYPES = {
     Outcome.CANCELLED: "RunCancelled",
     Outcome.CRASHED: "WorkerCrashed",
 }
+
+
+def _scheduled_at(now: float, delay: Duration | None, at: datetime | None) -> float:
+    """When a submitted run may start (epoch seconds); 0 for now."""
+    if delay is not None and at is not None:
+        raise ValueError("give either delay or at, not both")
+    if delay is not None:
+        return now + parse_duration(delay, what="delay")
+    if at is not None:
+        if not isinstance(at, datetime):
+            raise TypeError(f"at must be a datetime, got {at!r}")
+        return at.timestamp()
+    return 0.0
 
 
 def _signal_name(sig: int | None) -> str:

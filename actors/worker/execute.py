@@ -46,36 +46,47 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def execute(job: Job[Any, Any], run_id: int, attempt: int, input_json: str, soft_timeout: float | None,
-            current: list[Context | None]) -> Done | Failed:
-    """Run one attempt; `current` holds its Context while it runs (for cancel requests)."""
+def execute(job: Job[Any, Any], run: tuple[int, int, str, str, float | None, dict[str, str] | None],
+            inbox: Any, resource: Any) -> Done | Failed:
+    """Run one attempt and describe how it ended; never raises."""
+    run_id, attempt, _, input_json, soft_timeout, steps = run
     started = time.perf_counter()
-    policy = job.retry or NO_RETRY
+    if run_id in inbox.cancelled:
+        return Failed(run_id, attempt, "RunCancelled", "cancelled before it started", "", False, 0.0, peak_rss())
     try:
         value = job.input_model.model_validate_json(input_json)
     except ValidationError as exc:
         kind, message, text = _describe(exc)
         return Failed(run_id, attempt, kind, f"invalid input for job {job.name!r}: {message}", text, False,
                       time.perf_counter() - started, peak_rss())
-    ctx = Context(run_id, attempt, job.name)
-    current[0] = ctx
+    ctx = Context(run_id, attempt, job.name, resource=resource, steps=steps, send=inbox.send,
+                  is_cancelled=inbox.is_cancelled)
     if soft_timeout:
         signal.signal(signal.SIGALRM, _raise_soft_timeout)
         signal.setitimer(signal.ITIMER_REAL, soft_timeout)
+    error: BaseException | None = None
     try:
+        if job.before_run is not None:
+            job.before_run(ctx)
         result = job.fn(value, ctx) if job.takes_context else job.fn(value)
         if inspect.isawaitable(result):
             result = asyncio.run(_await(result))
     except BaseException as exc:  # SystemExit and KeyboardInterrupt from a job fail the run, not the worker
+        error = exc
+    finally:
         if soft_timeout:
             signal.setitimer(signal.ITIMER_REAL, 0)
-        current[0] = None
-        kind, message, text = _describe(exc)
-        return Failed(run_id, attempt, kind, message, text, policy.retries_exception(exc),
-                      time.perf_counter() - started, peak_rss())
-    if soft_timeout:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    current[0] = None
+    if job.after_run is not None:
+        try:
+            job.after_run(ctx, error)
+        except Exception:
+            ctx.log.exception("after_run hook of job %r raised", job.name)
+    if error is not None:
+        kind, message, text = _describe(error)
+        retryable = (job.retry or NO_RETRY).retries_exception(error)
+        if run_id in inbox.cancelled:
+            kind, message, retryable = "RunCancelled", f"cancelled while running ({kind}: {message})", False
+        return Failed(run_id, attempt, kind, message, text, retryable, time.perf_counter() - started, peak_rss())
     try:
         output = job.output_json(result)
     except ValidationError as exc:

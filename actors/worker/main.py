@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import signal
 import threading
 from collections import deque
 from typing import Any
 
-from ..context import Context
-from ..protocol import Assign, FrameReader, Ready, SetupFailed, Stop, write_frame
+from ..protocol import Assign, Cancel, FrameReader, Ready, SetupFailed, Stop, write_frame
 from .execute import _describe, execute
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -91,6 +91,46 @@ def _reap_orphans() -> None:
             return
 
 
+class Inbox:
+    """The worker's side of its pipe: frames in (runs, cancels, stop), frames out.
+
+    The main thread reads it when idle (blocking), before each run, and whenever a job asks
+    `ctx.cancelled` (without blocking), so a cancel reaches a run that is executing.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.reader = FrameReader()
+        self.pending: deque[tuple[int, int, str, str, float | None, dict[str, str] | None]] = deque()
+        self.cancelled: set[int] = set()
+        self.stopping = False
+        self.closed = False
+
+    def send(self, message: Any) -> None:
+        write_frame(self.fd, message)
+
+    def receive(self, block: bool) -> None:
+        """Take what the supervisor sent; block until something arrives if asked."""
+        if not block and not select.select([self.fd], [], [], 0)[0]:
+            return
+        data = os.read(self.fd, 1 << 20)
+        if not data:
+            self.closed = True
+            return
+        for message in self.reader.feed(data):
+            kind = type(message)
+            if kind is Assign:
+                self.pending.extend(message.runs)
+            elif kind is Cancel:
+                self.cancelled.add(message.run_id)
+            elif kind is Stop:
+                self.stopping = True
+
+    def is_cancelled(self, run_id: int) -> bool:
+        self.receive(block=False)
+        return run_id in self.cancelled
+
+
 def worker_main(conn: Any, alive: Any, registry: bytes) -> None:
     """Entry point in the worker process; never returns."""
     _prepare_process()
@@ -100,36 +140,29 @@ def worker_main(conn: Any, alive: Any, registry: bytes) -> None:
         import dill
 
         jobs = dill.loads(registry)
+        resources = {name: job.setup() for name, job in jobs.items() if job.setup is not None}
     except BaseException as exc:
         write_frame(fd, SetupFailed(*_describe(exc)))
         os._exit(1)
     code = 0
     try:
-        _serve(fd, jobs)
+        _serve(Inbox(fd), jobs, resources)
     except BaseException:
         code = 70
     os._exit(code)
 
 
-def _serve(fd: int, jobs: dict[str, Any]) -> None:
-    write_frame(fd, Ready(os.getpid()))
-    reader = FrameReader()
-    pending: deque[tuple[int, int, str, str, float | None]] = deque()
-    current: list[Context | None] = [None]
-    stopping = False
+def _serve(inbox: Inbox, jobs: dict[str, Any], resources: dict[str, Any]) -> None:
+    inbox.send(Ready(os.getpid()))
+    pending = inbox.pending
     while True:
         if not pending:
-            if stopping:
+            _reap_orphans()
+            if inbox.stopping or inbox.closed:
                 return
-            data = os.read(fd, 1 << 20)
-            if not data:
-                return
-            for message in reader.feed(data):
-                if type(message) is Assign:
-                    pending.extend(message.runs)
-                elif type(message) is Stop:
-                    stopping = True
+            inbox.receive(block=True)
             continue
-        run_id, attempt, name, input_json, soft_timeout = pending.popleft()
-        write_frame(fd, execute(jobs[name], run_id, attempt, input_json, soft_timeout, current))
-        _reap_orphans()
+        inbox.receive(block=False)  # cancels for runs not started yet
+        run = pending.popleft()
+        name = run[2]
+        inbox.send(execute(jobs[name], run, inbox, resources.get(name)))
