@@ -25,14 +25,14 @@ from .errors import (
     StoreLocked,
 )
 from .job import Job, Priority, job
-from .retry import Retry, compute_backoff
+from .retry import Retry, compute_backoff, retry
 from .run import Attempt, Outcome, RunRecord, RunStatus
 from .stores import MemoryStore, SQLiteStore, Store
 from .supervisor.supervisor import Supervisor
 
 __all__ = [
     # running jobs
-    "Supervisor", "job", "Job", "Context", "Retry", "Priority", "Client", "Handle",
+    "Supervisor", "job", "Job", "Context", "Retry", "retry", "Priority", "Client", "Handle",
     # records
     "RunStatus", "Outcome", "RunRecord", "Attempt",
     # stores

@@ -121,10 +121,11 @@ class BadFrame(Exception):
 class FrameReader:
     """Accumulates bytes and splits out whole messages; never raises on partial input."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "_max_frame")
 
-    def __init__(self) -> None:
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
         self._buffer = bytearray()
+        self._max_frame = max_frame
 
     def feed(self, data: bytes) -> list[Any]:
         """Add bytes; return the messages completed by them. Raises BadFrame on garbage."""
@@ -136,8 +137,8 @@ class FrameReader:
         with memoryview(buffer) as view:
             while end - offset >= 4:
                 (size,) = _HEADER.unpack_from(view, offset)
-                if size >= MAX_FRAME:
-                    raise BadFrame(f"frame of {size} bytes")
+                if size > self._max_frame:
+                    raise BadFrame(f"a frame of {size} bytes, over the limit of {self._max_frame}")
                 if end - offset - 4 < size:
                     break
                 try:

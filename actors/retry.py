@@ -91,3 +91,62 @@ def compute_backoff(policy: Retry, attempt: int, rng: random.Random | Any = rand
     if policy.cap_s is not None:
         delay = min(delay, policy.cap_s)
     return max(delay, 0.0)
+
+
+def retry(
+    attempts: int = 3,
+    backoff: Backoff = "exponential",
+    base: Duration = 1.0,
+    cap: Duration | None = "1h",
+    jitter: float = 0.0,
+    retry_on: tuple[type[BaseException], ...] | Callable[[BaseException], bool] = (Exception,),
+    *,
+    sleep: Callable[[float], Any] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The same policy as a decorator for plain in-process functions, sync or async.
+
+    `@retry(attempts=3, backoff="fixed", base="100ms", retry_on=(IOError,))`: the function is
+    called again after the backoff while it raises a retryable exception and attempts remain;
+    the last exception propagates. `sleep` replaces time.sleep (tests pass a fake).
+    """
+    import asyncio
+    import functools
+    import inspect
+    import time
+
+    policy = Retry(attempts=attempts, backoff=backoff, base=base, cap=cap, jitter=jitter, retry_on=retry_on)
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                for attempt in range(1, policy.attempts + 1):
+                    try:
+                        return await fn(*args, **kwargs)
+                    except BaseException as exc:
+                        if attempt == policy.attempts or not policy.retries_exception(exc):
+                            raise
+                        delay = compute_backoff(policy, attempt)
+                        if sleep is not None:
+                            sleep(delay)
+                        else:
+                            await asyncio.sleep(delay)
+                raise AssertionError("unreachable")
+
+            return run_async
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            for attempt in range(1, policy.attempts + 1):
+                try:
+                    return fn(*args, **kwargs)
+                except BaseException as exc:
+                    if attempt == policy.attempts or not policy.retries_exception(exc):
+                        raise
+                    (sleep or time.sleep)(compute_backoff(policy, attempt))
+            raise AssertionError("unreachable")
+
+        return run
+
+    return decorate

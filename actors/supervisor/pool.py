@@ -92,12 +92,15 @@ class Pool:
         on_message: Callable[[WorkerSlot, Any], None],
         on_exit: Callable[[WorkerSlot, int | None], None],
         kill_grace: float,
+        max_result_size: int,
     ) -> None:
         self.loop = loop
         self.registry = registry
         self.on_message = on_message
         self.on_exit = on_exit
         self.kill_grace = kill_grace
+        self.max_result_size = max_result_size
+        self.max_frame = max_result_size + (1 << 20)  # the result plus room for its envelope
         self.slots = [WorkerSlot(i) for i in range(size)]
         self.closing = False
         self._ctx = multiprocess.get_context("forkserver")
@@ -117,7 +120,8 @@ class Pool:
             return
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
-            target=worker_main, args=(child, self._alive_r, self.registry), name=f"actors-worker-{slot.index}",
+            target=worker_main, args=(child, self._alive_r, self.registry, self.max_result_size),
+            name=f"actors-worker-{slot.index}",
             daemon=True,
         )
         process.start()
@@ -125,7 +129,7 @@ class Pool:
         slot.process, slot.pid, slot.fd = process, process.pid, parent.fileno()
         self._conns[slot.index] = parent
         os.set_blocking(slot.fd, False)
-        slot.reader, slot.outbox = FrameReader(), bytearray()
+        slot.reader, slot.outbox = FrameReader(self.max_frame), bytearray()
         slot.inflight.clear()
         slot.ahead, slot.runs_done, slot.ready, slot.rss = 0.0, 0, False, 0
         slot.exited = slot.terminating = slot.retiring = False

@@ -62,6 +62,8 @@ class Supervisor:
     - `max_memory`: RSS limit of a worker and its descendants ("2GB"), sampled every 250 ms.
     - `max_runs_per_worker`: replace a worker after this many runs (leak protection).
     - `poll_interval`: how often runs submitted by other processes are looked for (50 ms).
+    - `max_result_size`: the largest output (JSON bytes) a run may return ("64MB"); a larger
+      one fails that run with `ResultTooLarge`. Pass paths for large images, not pixels.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class Supervisor:
         max_memory: int | str | None = None,
         max_runs_per_worker: int | None = None,
         poll_interval: Duration = 0.05,
+        max_result_size: int | str = "64MB",
     ) -> None:
         self.jobs: dict[str, Job[Any, Any]] = {}
         for item in jobs:
@@ -96,6 +99,7 @@ class Supervisor:
         self.max_memory = parse_size(max_memory) if max_memory is not None else None
         self.max_runs_per_worker = max_runs_per_worker
         self.poll_interval = parse_duration(poll_interval, what="poll_interval")
+        self.max_result_size = parse_size(max_result_size)
         self.store = open_store(store, lock=True, durability=durability)
 
         self._tickets: dict[int, Ticket] = {}  # every live run known here: queued, waiting or running
@@ -464,9 +468,10 @@ class Supervisor:
         now = time.time()
         retry_at = None
         self._released(ticket)
-        if ticket.cancelling and outcome is not Outcome.SUCCEEDED and outcome is not Outcome.INTERRUPTED:
+        if ticket.cancelling and outcome is not Outcome.INTERRUPTED:  # the cancel was accepted first
             outcome = Outcome.CANCELLED
             error_type = "RunCancelled"
+            message = message or "cancelled while running"
         charged = outcome is not Outcome.INTERRUPTED
         if outcome is Outcome.SUCCEEDED:
             status = RunStatus.SUCCEEDED
@@ -626,7 +631,8 @@ class Supervisor:
         with warnings.catch_warnings():  # jobs from __main__ are found by reference in the worker
             warnings.simplefilter("ignore", dill.PicklingWarning)
             registry = dill.dumps(self.jobs, recurse=True, byref=True)
-        self._pool = Pool(loop, self.workers, registry, self._on_message, self._on_exit, self.kill_grace)
+        self._pool = Pool(loop, self.workers, registry, self._on_message, self._on_exit, self.kill_grace,
+                          self.max_result_size)
         try:
             self._signals.install(loop, self._on_signal, self._log_status)
             for ticket in list(self._tickets.values()):

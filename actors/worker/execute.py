@@ -47,7 +47,7 @@ def peak_rss() -> int:
 
 
 def execute(job: Job[Any, Any], run: tuple[int, int, str, str, float | None, dict[str, str] | None],
-            inbox: Any, resource: Any) -> Done | Failed:
+            inbox: Any, resource: Any, max_result_size: int) -> Done | Failed:
     """Run one attempt and describe how it ended; never raises."""
     run_id, attempt, _, input_json, soft_timeout, steps = run
     started = time.perf_counter()
@@ -99,6 +99,11 @@ def execute(job: Job[Any, Any], run: tuple[int, int, str, str, float | None, dic
         return Failed(run_id, attempt, "OutputSerializationError",
                       f"output of job {job.name!r} cannot be serialized to JSON ({kind}: {message})",
                       text, False, time.perf_counter() - started, peak_rss())
+    if len(output) > max_result_size:
+        return Failed(run_id, attempt, "ResultTooLarge",
+                      f"output of job {job.name!r} is {len(output)} bytes of JSON, over max_result_size "
+                      f"({max_result_size} bytes): return a path to a file instead", "", False,
+                      time.perf_counter() - started, peak_rss())
     return Done(run_id, attempt, output, time.perf_counter() - started, peak_rss())
 
 

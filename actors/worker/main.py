@@ -131,7 +131,7 @@ class Inbox:
         return run_id in self.cancelled
 
 
-def worker_main(conn: Any, alive: Any, registry: bytes) -> None:
+def worker_main(conn: Any, alive: Any, registry: bytes, max_result_size: int) -> None:
     """Entry point in the worker process; never returns."""
     _prepare_process()
     fd = conn.fileno()
@@ -146,13 +146,13 @@ def worker_main(conn: Any, alive: Any, registry: bytes) -> None:
         os._exit(1)
     code = 0
     try:
-        _serve(Inbox(fd), jobs, resources)
+        _serve(Inbox(fd), jobs, resources, max_result_size)
     except BaseException:
         code = 70
     os._exit(code)
 
 
-def _serve(inbox: Inbox, jobs: dict[str, Any], resources: dict[str, Any]) -> None:
+def _serve(inbox: Inbox, jobs: dict[str, Any], resources: dict[str, Any], max_result_size: int) -> None:
     inbox.send(Ready(os.getpid()))
     pending = inbox.pending
     while True:
@@ -165,4 +165,4 @@ def _serve(inbox: Inbox, jobs: dict[str, Any], resources: dict[str, Any]) -> Non
         inbox.receive(block=False)  # cancels for runs not started yet
         run = pending.popleft()
         name = run[2]
-        inbox.send(execute(jobs[name], run, inbox, resources.get(name)))
+        inbox.send(execute(jobs[name], run, inbox, resources.get(name), max_result_size))
