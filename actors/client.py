@@ -72,7 +72,7 @@ class Handle(Generic[Out]):
         if record.status is RunStatus.SUCCEEDED:
             if self.job is not None and record.output is not None:
                 return self.job.parse_output(record.output)
-            return record.result  # type: ignore[no-any-return]
+            return record.result
         error = {RunStatus.TIMED_OUT: RunTimedOut, RunStatus.CANCELLED: RunCancelled}.get(record.status, RunFailed)
         raise error(record.id, record.error_type, record.message, record.traceback)
 
@@ -122,8 +122,8 @@ class Client:
                 text = value if isinstance(value, str) else _json(value)
             rows.append(NewRun(name, text, priority if priority is not None else (known.priority if known else 0),
                                None, timeout))
-        ids = self.store.insert(rows, time.time())
-        return [Handle(self.store, run_id, known) for run_id in ids]
+        stored = self.store.insert(rows, time.time())
+        return [Handle(self.store, run_id, known) for run_id, _ in stored]
 
     def handle(self, run_id: int, job: Job[Any, Out] | None = None) -> Handle[Out]:
         """A handle on an existing run (results as plain JSON data unless its job is given/known)."""

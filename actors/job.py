@@ -84,7 +84,7 @@ class Job(Generic[In, Out]):
                 f"job {self.name!r}: the first parameter must be annotated with a pydantic BaseModel "
                 f"(or pass input=Model), got {model!r}"
             )
-        self.input_model: type[In] = model
+        self.input_model: type[In] = model  # type: ignore[assignment]
         if output is inspect.Parameter.empty:
             output = hints.get("return", Any)
         self.output_type = output

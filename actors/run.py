@@ -47,7 +47,7 @@ class NewRun:
     job: str
     input: str
     priority: int = 0
-    max_attempts: int = 1
+    max_attempts: int | None = 1  # None: the job's policy decides (runs submitted by name)
     timeout: float | None = None
     scheduled_at: float = 0.0
     version: int = 1
@@ -83,7 +83,7 @@ class RunRecord:
     output: str | None = None
     priority: int = 0
     attempts: int = 0
-    max_attempts: int = 1
+    max_attempts: int | None = 1
     timeout: float | None = None
     created_at: float = 0.0
     scheduled_at: float = 0.0

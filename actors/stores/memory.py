@@ -105,14 +105,14 @@ class MemoryStore:
             for run_id, name, value in changes.steps:
                 if run_id in self._steps:
                     self._steps[run_id][name] = value
-            for run_id, fraction, message, metadata in changes.progress:
+            for run_id, fraction, note, metadata in changes.progress:
                 run = runs.get(run_id)
                 if run is None:
                     continue
                 if fraction is not None:
                     run.progress = fraction
-                if message is not None:
-                    run.progress_message = message
+                if note is not None:
+                    run.progress_message = note
                 if metadata is not None:
                     run.metadata = {**run.metadata, **json.loads(metadata)}
         return lost

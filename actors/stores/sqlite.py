@@ -167,6 +167,7 @@ class SQLiteStore:
                 else:
                     db.executemany(sql, rows)
                     last = db.execute("SELECT max(id) FROM runs").fetchone()[0]
+                assert last is not None
                 # one writer inside one transaction: the rows got consecutive ids ending at `last`
                 return [(run_id, True) for run_id in range(last - len(rows) + 1, last + 1)]
             result = []
@@ -369,7 +370,8 @@ class SQLiteStore:
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:
-    return RunRecord(row[0], row[1], RunStatus(row[2]), *row[3:18], json.loads(row[18]) if row[18] else {}, *row[19:])
+    return RunRecord(row[0], row[1], RunStatus(row[2]), *row[3:18], json.loads(row[18]) if row[18] else {},  # type: ignore[call-arg]
+                     *row[19:])
 
 
 class _Transaction:

@@ -19,6 +19,7 @@ memory limit, recycling, cancel) restart at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -297,10 +298,8 @@ def _stop_fork_server() -> None:
     from multiprocess import forkserver, resource_tracker
 
     for helper in (forkserver._forkserver, resource_tracker._resource_tracker):
-        try:
+        with contextlib.suppress(Exception):
             helper._stop()
-        except Exception:
-            pass
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -313,10 +312,8 @@ def _tree(pid: int) -> list[psutil.Process]:
 
 
 def _signal_tree(pgid: int, procs: list[psutil.Process], sig: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.killpg(pgid, sig)
-    except OSError:
-        pass
     for proc in procs:
         try:
             proc.send_signal(sig)  # checks the pid was not reused

@@ -56,9 +56,10 @@ class SignalGuard:
         """Put back what was there before `install`. Idempotent."""
         if not self._saved:
             return
-        for sig in self._saved if self._loop is not None else ():
+        loop = self._loop
+        for sig in self._saved if loop is not None else ():
             try:
-                self._loop.remove_signal_handler(sig)
+                loop.remove_signal_handler(sig)  # type: ignore[union-attr]
             except Exception:
                 pass
         for sig, handler in self._saved.items():

@@ -17,6 +17,7 @@ depends on it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -945,10 +946,8 @@ def _tree_rss(pid: int) -> int:
     try:
         root = psutil.Process(pid)
         for proc in (root, *root.children(recursive=True)):
-            try:
+            with contextlib.suppress(psutil.Error):
                 total += proc.memory_info().rss
-            except psutil.Error:
-                pass
     except psutil.Error:
         pass
     return total
