@@ -537,16 +537,16 @@ class Supervisor:
         slot.ahead = 0.0
         code, sig = (None, -exitcode) if exitcode is not None and exitcode < 0 else (exitcode, None)
         target = slot.kill_target
-        expected = target is not None or slot.retiring or self._state != "serving"
+        expected = target is not None or slot.retiring or self._state == "forcing"
         if held:
             head, rest = held[0], held[1:]
             if target is not None and target[0] is head:
                 self._finish(head, target[1], slot, error_type=_ERROR_TYPES[target[1]], message=target[2],
                              exit_code=code, signal=sig, peak_rss=slot.rss or None)
             elif expected:
+                reason = "a forced shutdown" if self._state == "forcing" else "a kill for another run"
                 self._finish(head, Outcome.INTERRUPTED, slot, error_type="Interrupted",
-                             message=f"the worker was stopped ({'shutdown' if self._state != 'serving' else 'killed'})",
-                             exit_code=code, signal=sig)
+                             message=f"the worker was stopped by {reason}", exit_code=code, signal=sig)
             else:
                 error_type, message, traceback = self._describe_death(slot, code, sig)
                 self._finish(head, Outcome.CRASHED, slot, error_type=error_type, message=message,
