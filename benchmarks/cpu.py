@@ -16,12 +16,14 @@ Parallel efficiency = serial wall / (system wall x 2 workers); 100% is a
 perfect 2x speed-up, and it cannot really reach that on 2 shared cores where
 the submitting process also needs some CPU.
 
-Systems: serial, actors with the SQLite store (submit_many, then
-``serve(until="drained")``), ``multiprocessing.Pool.apply_async``,
+Systems: serial, actors with the SQLite store (``submit_many``, ``serve()``
+in a background thread started before timing, like the pools), the same in
+batch-script mode (row marked *: submit_many, ``serve(until="drained")``,
+which starts and stops its workers, so it includes worker start-up), ``multiprocessing.Pool.apply_async``,
 ``ProcessPoolExecutor.submit``, loky, pebble, Huey (SqliteHuey, process
 workers, 1 ms polling).
 
-Default N=40 (under ~3 min on 2 cores); --quick uses N=20 (~30 s).
+Default N=40 (under ~3 min on 2 cores); --quick uses N=10 (~20 s).
 The machine is shared and noisy: read the ratios, not the absolute numbers.
 """
 
@@ -36,6 +38,7 @@ WARM = 4
 SYSTEMS = [
     ("serial (1 process)", P.SerialRunner),
     ("actors sqlite", lambda: P.ActorsRunner("sqlite", many=True)),
+    ("actors sqlite, drained*", lambda: P.ActorsRunner("sqlite", many=True, serve="drained")),
     ("Pool.apply_async", lambda: P.PoolRunner("apply_async")),
     ("ProcessPoolExecutor.submit", P.ProcessPoolRunner),
     ("loky submit", P.LokyRunner),
@@ -46,7 +49,7 @@ SERIAL = "serial (1 process)"
 
 
 def main():
-    args = P.parse_args(__doc__, n_default=40, n_quick=20)
+    args = P.parse_args(__doc__, n_default=40, n_quick=10)
     info = P.header("cpu: CPU-bound tasks, first submit to last result", args, spin_ms=SPIN_MS)
     workloads = {"spin": [SPIN_MS] * args.n, "pillow": list(range(args.n))}
     expected = {}  # workload -> results, from the first system that ran it

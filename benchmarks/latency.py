@@ -32,7 +32,7 @@ WARM = 50
 SYSTEMS = [
     ("Pipe echo (multiprocessing)", lambda: P.PipeEchoRunner("multiprocessing")),
     ("Pipe echo (multiprocess)", lambda: P.PipeEchoRunner("multiprocess")),
-    ("actors sqlite", lambda: P.ActorsRunner("sqlite", serve="thread")),
+    ("actors sqlite", lambda: P.ActorsRunner("sqlite")),
     ("pebble schedule", P.PebbleRunner),
     ("Pool.apply_async", lambda: P.PoolRunner("apply_async")),
     ("ProcessPoolExecutor.submit", P.ProcessPoolRunner),

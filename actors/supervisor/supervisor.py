@@ -537,7 +537,7 @@ class Supervisor:
         slot.ahead = 0.0
         code, sig = (None, -exitcode) if exitcode is not None and exitcode < 0 else (exitcode, None)
         target = slot.kill_target
-        expected = target is not None or slot.retiring or self._state == "forcing"
+        expected = target is not None or (slot.retiring and not held) or self._state == "forcing"
         if held:
             head, rest = held[0], held[1:]
             if target is not None and target[0] is head:
