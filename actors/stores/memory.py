@@ -49,6 +49,8 @@ class MemoryStore:
         return result
 
     def _existing(self, new: NewRun) -> int | None:
+        if new.key is None and new.unique_key is None:
+            return None
         for run in self._runs.values():
             if run.job != new.job:
                 continue

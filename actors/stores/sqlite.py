@@ -91,12 +91,31 @@ _INSERT_ATTEMPT = (
 )
 
 
+def _field(index: int) -> str:
+    return f"json_extract(j.value, '$[{index}]')"
+
+
+# Successes of one turn as a JSON array of [run_id, attempt, output, started_at, worker_pid, peak_rss].
+_SUCCEED_RUNS = (
+    f"UPDATE runs SET status='succeeded', output={_field(2)}, finished_at=?2, error_type=NULL, message=NULL, "
+    f"traceback=NULL FROM json_each(?1) AS j "
+    f"WHERE runs.id={_field(0)} AND runs.attempts={_field(1)} AND runs.status='running'"
+)
+_SUCCEED_ATTEMPTS = (
+    f"INSERT OR REPLACE INTO attempts (run_id, number, started_at, finished_at, outcome, worker_pid, peak_rss) "
+    f"SELECT {_field(0)}, {_field(1)}, {_field(3)}, ?2, 'succeeded', {_field(4)}, {_field(5)} FROM json_each(?1) AS j "
+    f"JOIN runs ON runs.id={_field(0)} WHERE runs.attempts={_field(1)} AND runs.status='succeeded'"
+)  # only the attempts whose run the update above accepted
+
+
 class SQLiteStore:
     """A `Store` in one SQLite file. `lock=True` (the supervisor's) takes the serving lock."""
 
     def __init__(self, path: str | os.PathLike[str], *, durability: str = "normal", lock: bool = False) -> None:
         if durability not in ("normal", "full"):
             raise ValueError(f"invalid durability {durability!r}: expected 'normal' or 'full'")
+        if sqlite3.sqlite_version_info < (3, 35):
+            raise StoreError(f"the SQLite store needs SQLite >= 3.35 (UPDATE ... FROM, JSON); this Python has {sqlite3.sqlite_version}")
         self.path = os.fspath(path)
         self._mutex = threading.RLock()
         self._lock_fd: int | None = None
@@ -218,24 +237,27 @@ class SQLiteStore:
                     changes.unclaims,
                 )
             if changes.finishes:
-                db.executemany(
-                    "UPDATE runs SET status=?, output=?, finished_at=?, error_type=?, message=?, traceback=?, "
-                    "scheduled_at=coalesce(?, scheduled_at), free_attempts=free_attempts+? "
-                    "WHERE id=? AND attempts=? AND status='running'",
-                    [
-                        (f.status, f.output, None if f.retry_at else f.finished_at, f.error_type, f.message,
-                         f.traceback, f.retry_at, 0 if f.charged else 1, f.run_id, f.attempt)
-                        for f in changes.finishes
-                    ],
-                )
-                db.executemany(
-                    _INSERT_ATTEMPT,
-                    [
-                        (f.run_id, f.attempt, f.started_at, f.finished_at, f.outcome, f.error_type, f.message,
-                         f.traceback, f.worker_pid, f.exit_code, f.signal, f.peak_rss)
-                        for f in changes.finishes
-                    ],
-                )
+                successes = [f for f in changes.finishes if f.status == "succeeded"]
+                others = [f for f in changes.finishes if f.status != "succeeded"] if len(successes) < len(
+                    changes.finishes) else []
+                if successes:  # the hot path: set-based, the turn's rows as one JSON array
+                    batch = json.dumps([(f.run_id, f.attempt, f.output, f.started_at, f.worker_pid, f.peak_rss)
+                                        for f in successes])
+                    db.execute(_SUCCEED_RUNS, (batch, now))
+                    db.execute(_SUCCEED_ATTEMPTS, (batch, now))
+                if others:
+                    db.executemany(
+                        "UPDATE runs SET status=?, output=?, finished_at=?, error_type=?, message=?, traceback=?, "
+                        "scheduled_at=coalesce(?, scheduled_at), free_attempts=free_attempts+? "
+                        "WHERE id=? AND attempts=? AND status='running'",
+                        [(f.status, f.output, None if f.retry_at else f.finished_at, f.error_type, f.message,
+                          f.traceback, f.retry_at, 0 if f.charged else 1, f.run_id, f.attempt) for f in others],
+                    )
+                    db.executemany(
+                        _INSERT_ATTEMPT,
+                        [(f.run_id, f.attempt, f.started_at, f.finished_at, f.outcome, f.error_type, f.message,
+                          f.traceback, f.worker_pid, f.exit_code, f.signal, f.peak_rss) for f in others],
+                    )
             if changes.requeues:
                 db.execute(
                     "UPDATE runs SET status='queued' WHERE id IN (SELECT value FROM json_each(?)) AND status='retrying'",
