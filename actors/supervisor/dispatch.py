@@ -160,6 +160,12 @@ class Limits:
         line = self.parked.get(name)
         return line[0] if line else None
 
+    def discard(self, ticket: Ticket) -> None:
+        """Forget a parked ticket (it was cancelled)."""
+        line = self.parked.get(ticket.job.name)
+        if line and ticket in line:
+            line.remove(ticket)
+
     def head(self, name: str) -> Ticket | None:
         line = self.parked.get(name)
         return line[0] if line else None

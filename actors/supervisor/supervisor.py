@@ -877,8 +877,14 @@ class Supervisor:
 
     def _forget(self, run_id: int) -> None:
         ticket = self._tickets.pop(run_id, None)
-        if ticket is not None and isinstance(ticket.waiting, asyncio.TimerHandle):
-            ticket.waiting.cancel()
+        if ticket is not None:
+            if isinstance(ticket.waiting, asyncio.TimerHandle):
+                ticket.waiting.cancel()
+            if ticket.job.limited:
+                self._limits.discard(ticket)
+                head = self._limits.head(ticket.job.name)
+                if head is not None:
+                    self._ready.push(head)
         self._notify(run_id)
         self._schedule_tick()
 
