@@ -28,7 +28,7 @@ class Ticket:
 
     __slots__ = (
         "id", "job", "input", "priority", "attempts", "free", "max_attempts", "timeout", "soft_timeout",
-        "claimed_at", "estimate", "waiting", "scheduled_at", "version", "steps", "cancelling",
+        "claimed_at", "estimate", "waiting", "scheduled_at", "version", "steps", "cancelling", "ready",
     )
 
     def __init__(self, run_id: int, job: Job[Any, Any], input: str, priority: int, attempts: int, free: int,
@@ -49,6 +49,7 @@ class Ticket:
         self.version = version
         self.steps: dict[str, str] | None = None  # completed ctx.step values, for a later attempt
         self.cancelling = False  # a cancel was requested while it was with a worker
+        self.ready = False  # in the ready queue now (never twice)
 
     @property
     def charged(self) -> int:
@@ -67,10 +68,14 @@ class ReadyQueue:
         self._heap: list[tuple[int, int, Ticket]] = []
 
     def push(self, ticket: Ticket) -> None:
-        heapq.heappush(self._heap, (-ticket.priority, ticket.id, ticket))
+        if not ticket.ready:
+            ticket.ready = True
+            heapq.heappush(self._heap, (-ticket.priority, ticket.id, ticket))
 
     def pop(self) -> Ticket:
-        return heapq.heappop(self._heap)[2]
+        ticket = heapq.heappop(self._heap)[2]
+        ticket.ready = False
+        return ticket
 
     def __len__(self) -> int:
         return len(self._heap)
