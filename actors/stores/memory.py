@@ -128,7 +128,18 @@ class MemoryStore:
         return True
 
     def recover(self, now: float) -> int:
-        return 0  # nothing outlives the process that owns this store
+        """Runs left `running` (by a supervisor that stopped without finishing them) go back to
+        the queue with an `interrupted` attempt, as in the SQLite store."""
+        count = 0
+        with self._lock:
+            for run in self._runs.values():
+                if run.status is RunStatus.RUNNING:
+                    run.attempt_log.append(Attempt(run.attempts, run.started_at or now, now, Outcome.INTERRUPTED,
+                                                   "Interrupted", "the supervisor running this attempt died"))
+                    run.status = RunStatus.QUEUED
+                    self._free[run.id] += 1
+                    count += 1
+        return count
 
     def load_ready(self, after_id: int = 0) -> list[Ready]:
         with self._lock:

@@ -102,10 +102,10 @@ _SUCCEED_RUNS = (
     f"WHERE runs.id={_field(0)} AND runs.attempts={_field(1)} AND runs.status='running'"
 )
 _SUCCEED_ATTEMPTS = (
-    f"INSERT OR REPLACE INTO attempts (run_id, number, started_at, finished_at, outcome, worker_pid, peak_rss) "
+    f"INSERT OR IGNORE INTO attempts (run_id, number, started_at, finished_at, outcome, worker_pid, peak_rss) "
     f"SELECT {_field(0)}, {_field(1)}, {_field(3)}, ?2, 'succeeded', {_field(4)}, {_field(5)} FROM json_each(?1) AS j "
     f"JOIN runs ON runs.id={_field(0)} WHERE runs.attempts={_field(1)} AND runs.status='succeeded'"
-)  # only the attempts whose run the update above accepted
+)  # only attempts whose run the update above accepted; a duplicate success changes nothing
 
 
 class SQLiteStore:
@@ -245,19 +245,18 @@ class SQLiteStore:
                                         for f in successes])
                     db.execute(_SUCCEED_RUNS, (batch, now))
                     db.execute(_SUCCEED_ATTEMPTS, (batch, now))
-                if others:
-                    db.executemany(
+                for f in others:  # rare: one conditional statement each, the attempt only if accepted
+                    cursor = db.execute(
                         "UPDATE runs SET status=?, output=?, finished_at=?, error_type=?, message=?, traceback=?, "
                         "scheduled_at=coalesce(?, scheduled_at), free_attempts=free_attempts+? "
                         "WHERE id=? AND attempts=? AND status='running'",
-                        [(f.status, f.output, None if f.retry_at else f.finished_at, f.error_type, f.message,
-                          f.traceback, f.retry_at, 0 if f.charged else 1, f.run_id, f.attempt) for f in others],
+                        (f.status, f.output, None if f.retry_at else f.finished_at, f.error_type, f.message,
+                         f.traceback, f.retry_at, 0 if f.charged else 1, f.run_id, f.attempt),
                     )
-                    db.executemany(
-                        _INSERT_ATTEMPT,
-                        [(f.run_id, f.attempt, f.started_at, f.finished_at, f.outcome, f.error_type, f.message,
-                          f.traceback, f.worker_pid, f.exit_code, f.signal, f.peak_rss) for f in others],
-                    )
+                    if cursor.rowcount:
+                        db.execute(_INSERT_ATTEMPT, (f.run_id, f.attempt, f.started_at, f.finished_at, f.outcome,
+                                                     f.error_type, f.message, f.traceback, f.worker_pid, f.exit_code,
+                                                     f.signal, f.peak_rss))
             if changes.requeues:
                 db.execute(
                     "UPDATE runs SET status='queued' WHERE id IN (SELECT value FROM json_each(?)) AND status='retrying'",
