@@ -102,7 +102,6 @@ class Supervisor:
         self.poll_interval = parse_duration(poll_interval, what="poll_interval")
         self.max_result_size = parse_size(max_result_size)
         self.store = open_store(store, lock=True, durability=durability)
-
         self._tickets: dict[int, Ticket] = {}  # every live run known here: queued, waiting or running
         self._ready = ReadyQueue()
         self._estimates = Estimates()
@@ -132,10 +131,15 @@ class Supervisor:
         self._rate_timers: dict[str, asyncio.TimerHandle] = {}
         self._listeners: dict[str, list[Callable[[RunRecord], Any]]] = {}
 
-        recovered = self.store.recover(time.time())
-        if recovered:
-            log.warning("recovered %d run(s) left running by a supervisor that died; they are queued again", recovered)
-        self._load(self.store.load_ready(0))
+        try:
+            recovered = self.store.recover(time.time())
+            if recovered:
+                log.warning("recovered %d run(s) left running by a supervisor that died; they are queued again",
+                            recovered)
+            self._load(self.store.load_ready(0))
+        except BaseException:
+            self.store.close()  # a refused store keeps no lock
+            raise
 
     # -- submitting -----------------------------------------------------------------------------
 

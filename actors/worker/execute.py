@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import resource
 import signal
 import time
@@ -65,6 +66,7 @@ def execute(job: Job[Any, Any], run: tuple[int, int, str, str, float | None, dic
         signal.signal(signal.SIGALRM, _raise_soft_timeout)
         signal.setitimer(signal.ITIMER_REAL, soft_timeout)
     error: BaseException | None = None
+    pid = os.getpid()
     try:
         if job.before_run is not None:
             job.before_run(ctx)
@@ -74,6 +76,8 @@ def execute(job: Job[Any, Any], run: tuple[int, int, str, str, float | None, dic
     except BaseException as exc:  # SystemExit and KeyboardInterrupt from a job fail the run, not the worker
         error = exc
     finally:
+        if os.getpid() != pid:  # a child the job forked got here: it must never speak for the worker
+            os._exit(0 if error is None or isinstance(error, SystemExit) and not error.code else 1)
         if soft_timeout:
             signal.setitimer(signal.ITIMER_REAL, 0)
     if job.after_run is not None:

@@ -27,6 +27,10 @@ from ..protocol import Assign, Cancel, FrameReader, Ready, SetupFailed, Stop, wr
 from .execute import _describe, execute
 
 _PR_SET_CHILD_SUBREAPER = 36
+# What every run starts with; a job that changes these changes them for itself only.
+_DISPOSITIONS = {signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: signal.SIG_DFL, signal.SIGALRM: signal.SIG_DFL,
+                 signal.SIGCHLD: signal.SIG_DFL, signal.SIGHUP: signal.SIG_DFL, signal.SIGUSR1: signal.SIG_DFL,
+                 signal.SIGUSR2: signal.SIG_DFL}
 
 
 def become_subreaper() -> None:
@@ -95,6 +99,7 @@ class Inbox:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.pid = os.getpid()
         self.reader = FrameReader()
         self.pending: deque[tuple[int, int, str, str, float | None, dict[str, str] | None]] = deque()
         self.cancelled: set[int] = set()
@@ -102,7 +107,8 @@ class Inbox:
         self.closed = False
 
     def send(self, message: Any) -> None:
-        write_frame(self.fd, message)
+        if os.getpid() == self.pid:  # a process forked by a job never writes on the worker's pipe
+            write_frame(self.fd, message)
 
     def receive(self, block: bool) -> None:
         """Take what the supervisor sent; block until something arrives if asked."""
@@ -143,11 +149,15 @@ def worker_main(conn: Any, alive: Any, registry: bytes, max_result_size: int) ->
     try:
         _serve(Inbox(fd), jobs, resources, max_result_size)
     except BaseException:
+        import traceback
+
+        traceback.print_exc()  # outside any run: the worker's own failure, on its stderr
         code = 70
     os._exit(code)
 
 
 def _serve(inbox: Inbox, jobs: dict[str, Any], resources: dict[str, Any], max_result_size: int) -> None:
+    home = os.open(".", os.O_RDONLY)  # the working directory every run starts in
     inbox.send(Ready(os.getpid()))
     pending = inbox.pending
     while True:
@@ -161,3 +171,13 @@ def _serve(inbox: Inbox, jobs: dict[str, Any], resources: dict[str, Any], max_re
         run = pending.popleft()
         name = run[2]
         inbox.send(execute(jobs[name], run, inbox, resources.get(name), max_result_size))
+        _restore(home)
+
+
+def _restore(home: int) -> None:
+    """Undo what a job may have changed in the process for the next run: the working directory
+    and the signal dispositions we set."""
+    os.fchdir(home)
+    for sig, wanted in _DISPOSITIONS.items():
+        if signal.getsignal(sig) is not wanted:
+            signal.signal(sig, wanted)
