@@ -24,11 +24,12 @@ _log = logging.getLogger("actors.job")
 class Context:
     """Given to a job that takes a second parameter. Lives in the worker for one attempt."""
 
-    __slots__ = ("run_id", "attempt", "job", "resource", "_log", "_send", "_steps", "_seen", "_is_cancelled")
+    __slots__ = ("run_id", "attempt", "job", "resource", "_log", "_send", "_steps", "_seen", "_is_cancelled",
+                 "_max_size")
 
     def __init__(self, run_id: int, attempt: int, job: str, *, resource: Any = None,
                  steps: dict[str, str] | None = None, send: Callable[[Any], None] | None = None,
-                 is_cancelled: Callable[[int], bool] | None = None) -> None:
+                 is_cancelled: Callable[[int], bool] | None = None, max_size: int = 64 * 2**20) -> None:
         self.run_id = run_id
         self.attempt = attempt
         self.job = job
@@ -38,6 +39,7 @@ class Context:
         self._steps = steps or {}
         self._seen: set[str] = set()
         self._is_cancelled = is_cancelled
+        self._max_size = max_size  # the supervisor's max_result_size: steps and metadata obey it too
 
     @property
     def log(self) -> logging.LoggerAdapter[Any]:
@@ -66,6 +68,7 @@ class Context:
             text = pydantic_core.to_json(value).decode()
         except Exception as exc:
             raise TypeError(f"step {name!r} returned a value that cannot be stored as JSON: {exc}") from exc
+        self._check_size(f"step {name!r}", text)
         self._steps[name] = text
         self._send(StepDone(self.run_id, self.attempt, name, text))
         return value
@@ -83,7 +86,13 @@ class Context:
             text = pydantic_core.to_json(values).decode()
         except Exception as exc:
             raise TypeError(f"metadata cannot be stored as JSON: {exc}") from exc
+        self._check_size("metadata", text)
         self._send(Progress(self.run_id, self.attempt, None, None, text))
+
+    def _check_size(self, what: str, text: str) -> None:
+        if len(text) * 4 > self._max_size and len(text.encode()) > self._max_size:
+            raise ValueError(f"{what} is {len(text.encode())} bytes of JSON, over max_result_size "
+                             f"({self._max_size} bytes): store a path instead")
 
     def __repr__(self) -> str:
         return f"<Context run={self.run_id} attempt={self.attempt} job={self.job}>"

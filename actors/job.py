@@ -9,6 +9,7 @@ JSON text.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import typing
 from collections.abc import Callable
@@ -154,7 +155,7 @@ class Job(Generic[In, Out]):
         if self.unique is False:
             return None
         if self.unique is True:
-            return input_json
+            return hashlib.sha256(input_json.encode()).hexdigest()
         return repr(self.unique(self.input_model.model_validate_json(input_json)))
 
     def output_json(self, value: Any) -> str:

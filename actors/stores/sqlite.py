@@ -20,14 +20,14 @@ from typing import Any
 
 from ..errors import StoreError, StoreLocked
 from ..run import Attempt, NewRun, Outcome, RunRecord, RunStatus
-from .base import SCHEMA_VERSION, Changes, Ready
+from .base import SCHEMA_VERSION, Changes, Finish, Ready
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     job TEXT NOT NULL,
     status TEXT NOT NULL,
-    input TEXT NOT NULL,
+    input TEXT,  -- NULL when it is in large_inputs
     output TEXT,
     priority INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS runs_key ON runs(job, key) WHERE key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_unique ON runs(job, unique_key) WHERE unique_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS large_inputs (
+    run_id INTEGER PRIMARY KEY,
+    input TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS steps (
     run_id INTEGER NOT NULL,
     name TEXT NOT NULL,
@@ -78,12 +82,16 @@ CREATE TABLE IF NOT EXISTS attempts (
 ) WITHOUT ROWID;
 """
 
+# Inputs over LARGE_INPUT characters live in their own table, so that the status updates of a
+# run (claim, finish), which rewrite its whole row, do not copy megabytes each time.
+LARGE_INPUT = 64 * 1024
+_INPUT = "coalesce(input, (SELECT l.input FROM large_inputs AS l WHERE l.run_id = runs.id))"
 _RUN_COLUMNS = (
-    "id, job, status, input, output, priority, attempts, max_attempts, timeout, created_at, "
+    f"id, job, status, {_INPUT}, output, priority, attempts, max_attempts, timeout, created_at, "
     "scheduled_at, started_at, finished_at, error_type, message, traceback, progress, progress_message, metadata, "
     "version, key"
 )
-_READY_COLUMNS = "id, job, input, priority, attempts, free_attempts, max_attempts, timeout, scheduled_at, status, version"
+_READY_COLUMNS = f"id, job, {_INPUT}, priority, attempts, free_attempts, max_attempts, timeout, scheduled_at, status, version"
 
 _INSERT_ATTEMPT = (
     "INSERT OR REPLACE INTO attempts (run_id, number, started_at, finished_at, outcome, error_type, "
@@ -95,6 +103,7 @@ def _field(index: int) -> str:
     return f"json_extract(j.value, '$[{index}]')"
 
 
+_BATCHED_OUTPUT = 64 * 1024  # characters of output above which a success is written on its own
 # Successes of one turn as a JSON array of [run_id, attempt, output, started_at, worker_pid, peak_rss].
 _SUCCEED_RUNS = (
     f"UPDATE runs SET status='succeeded', output={_field(2)}, finished_at=?2, error_type=NULL, message=NULL, "
@@ -176,11 +185,11 @@ class SQLiteStore:
     def insert(self, runs: list[NewRun], now: float) -> list[tuple[int, bool]]:
         sql = ("INSERT INTO runs (job, status, input, priority, max_attempts, timeout, created_at, scheduled_at, "
                "version, key, unique_key) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        rows = [(r.job, r.input, r.priority, r.max_attempts, r.timeout, now, r.scheduled_at or now, r.version, r.key,
-                 r.unique_key) for r in runs]
+        rows = [(r.job, r.input if len(r.input) <= LARGE_INPUT else None, r.priority, r.max_attempts, r.timeout, now,
+                 r.scheduled_at or now, r.version, r.key, r.unique_key) for r in runs]
         db = self._db
         with self._write():
-            if not any(r.key or r.unique_key for r in runs):
+            if not any(r.key or r.unique_key or len(r.input) > LARGE_INPUT for r in runs):
                 if len(rows) == 1:
                     last = db.execute(sql, rows[0]).lastrowid
                 else:
@@ -201,8 +210,11 @@ class SQLiteStore:
                     ).fetchone()
                 if existing is not None:
                     result.append((existing[0], False))
-                else:
-                    result.append((db.execute(sql, row).lastrowid, True))
+                    continue
+                run_id = db.execute(sql, row).lastrowid
+                if row[1] is None:
+                    db.execute("INSERT INTO large_inputs (run_id, input) VALUES (?, ?)", (run_id, run.input))
+                result.append((run_id, True))
             return result
 
     def steps(self, run_id: int) -> dict[str, str]:
@@ -237,9 +249,13 @@ class SQLiteStore:
                     changes.unclaims,
                 )
             if changes.finishes:
-                successes = [f for f in changes.finishes if f.status == "succeeded"]
-                others = [f for f in changes.finishes if f.status != "succeeded"] if len(successes) < len(
-                    changes.finishes) else []
+                # small successes (the hot path) go set-based; big outputs and other endings row by row,
+                # since escaping megabytes into one JSON batch and parsing them back costs more than it saves
+                successes: list[Finish] = []
+                others: list[Finish] = []
+                for f in changes.finishes:
+                    small = f.status == "succeeded" and (f.output is None or len(f.output) < _BATCHED_OUTPUT)
+                    (successes if small else others).append(f)
                 if successes:  # the hot path: set-based, the turn's rows as one JSON array
                     batch = json.dumps([(f.run_id, f.attempt, f.output, f.started_at, f.worker_pid, f.peak_rss)
                                         for f in successes])

@@ -23,9 +23,19 @@ from ..job import Job
 from ..protocol import Done, Failed
 from ..retry import NO_RETRY
 
+MAX_ERROR_TEXT = 64 * 1024  # characters of an error message or traceback kept
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_ERROR_TEXT:
+        return text
+    half = MAX_ERROR_TEXT // 2
+    return f"{text[:half]}\n... [{len(text) - MAX_ERROR_TEXT} characters cut] ...\n{text[-half:]}"
+
 
 def _describe(exc: BaseException) -> tuple[str, str, str]:
-    """(type name, message, traceback text) of an exception, never raising itself."""
+    """(type name, message, traceback text) of an exception, never raising itself; long texts
+    are cut in the middle so an error can never outgrow the pipe's frame limit."""
     kind = type(exc).__qualname__
     try:
         message = str(exc)
@@ -35,7 +45,7 @@ def _describe(exc: BaseException) -> tuple[str, str, str]:
         text = "".join(traceback.format_exception(exc))
     except Exception:
         text = f"{kind}: {message}\n"
-    return kind, message, text
+    return kind, _clip(message), _clip(text)
 
 
 def _raise_soft_timeout(signum: int, frame: Any) -> None:
@@ -61,7 +71,7 @@ def execute(job: Job[Any, Any], run: tuple[int, int, str, str, float | None, dic
         return Failed(run_id, attempt, kind, f"invalid input for job {job.name!r}: {message}", text, False,
                       time.perf_counter() - started, peak_rss())
     ctx = Context(run_id, attempt, job.name, resource=resource, steps=steps, send=inbox.send,
-                  is_cancelled=inbox.is_cancelled)
+                  is_cancelled=inbox.is_cancelled, max_size=max_result_size)
     if soft_timeout:
         signal.signal(signal.SIGALRM, _raise_soft_timeout)
         signal.setitimer(signal.ITIMER_REAL, soft_timeout)
@@ -103,9 +113,9 @@ def execute(job: Job[Any, Any], run: tuple[int, int, str, str, float | None, dic
         return Failed(run_id, attempt, "OutputSerializationError",
                       f"output of job {job.name!r} cannot be serialized to JSON ({kind}: {message})",
                       text, False, time.perf_counter() - started, peak_rss())
-    if len(output) > max_result_size:
+    if len(output) * 4 > max_result_size and len(output.encode()) > max_result_size:  # UTF-8: up to 4 bytes a char
         return Failed(run_id, attempt, "ResultTooLarge",
-                      f"output of job {job.name!r} is {len(output)} bytes of JSON, over max_result_size "
+                      f"output of job {job.name!r} is {len(output.encode())} bytes of JSON, over max_result_size "
                       f"({max_result_size} bytes): return a path to a file instead", "", False,
                       time.perf_counter() - started, peak_rss())
     return Done(run_id, attempt, output, time.perf_counter() - started, peak_rss())
