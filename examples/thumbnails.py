@@ -1,6 +1,6 @@
 """Thumbnails for a folder of images, on a pool of workers, resumable after Ctrl-C.
 
-    .venv/bin/pip install rich            # Pillow and rich: the two extras this example uses
+    .venv/bin/pip install -e ".[examples]"                 # Pillow and rich
     python examples/thumbnails.py                          # synthetic images in ./sample-images
     python examples/thumbnails.py ~/Pictures --out thumbs --workers 4 --size 400x300 --format webp
 
