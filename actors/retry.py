@@ -45,6 +45,8 @@ class Retry:
         if isinstance(self.backoff, str) and self.backoff not in _STRATEGIES:
             raise ValueError(f"invalid retry backoff {self.backoff!r}: expected one of {_STRATEGIES}, a list of durations or a callable")
         if not isinstance(self.backoff, str) and not callable(self.backoff):
+            if not isinstance(self.backoff, list | tuple):
+                raise ValueError(f"invalid retry backoff {self.backoff!r}: expected one of {_STRATEGIES}, a list of durations or a callable")
             if not self.backoff:
                 raise ValueError("invalid retry backoff []: a table needs at least one duration")
             for step in self.backoff:

@@ -1,7 +1,7 @@
 """Runs waiting for a worker: the ready queue, and how many runs each worker is sent ahead.
 
-Ready runs are ordered by (priority, id): higher priority first, first-in first-out within one
-priority (ids grow with submission).
+Ready runs are ordered by (priority, scheduled_at, id): higher priority first, then the one due
+first (a retry is due when its backoff ends), first-in first-out among equals.
 
 The window: each worker is kept about `TARGET_AHEAD` seconds of estimated work ahead, so it
 never idles while the supervisor does bookkeeping, and several runs travel in one pipe message.
@@ -60,20 +60,20 @@ class Ticket:
 
 
 class ReadyQueue:
-    """Tickets ready to run, highest priority first, then oldest first."""
+    """Tickets ready to run: highest priority first, then earliest due, then oldest."""
 
     __slots__ = ("_heap",)
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, Ticket]] = []
+        self._heap: list[tuple[int, float, int, Ticket]] = []
 
     def push(self, ticket: Ticket) -> None:
         if not ticket.ready:
             ticket.ready = True
-            heapq.heappush(self._heap, (-ticket.priority, ticket.id, ticket))
+            heapq.heappush(self._heap, (-ticket.priority, ticket.scheduled_at, ticket.id, ticket))
 
     def pop(self) -> Ticket:
-        ticket = heapq.heappop(self._heap)[2]
+        ticket = heapq.heappop(self._heap)[3]
         ticket.ready = False
         return ticket
 

@@ -189,8 +189,9 @@ class Supervisor:
             return []
         stored = self.store.insert(rows, time.time())
         effective_timeout = rows[0].timeout if rows[0].timeout is not None else found.timeout
+        now = time.time()
         tickets = [Ticket(run_id, found, row.input, row.priority, 0, 0, row.max_attempts or 1, effective_timeout,
-                          row.scheduled_at, row.version)
+                          row.scheduled_at or now, row.version)
                    for (run_id, created), row in zip(stored, rows, strict=True) if created]
         if tickets:
             self._hand_over(tickets)
@@ -270,6 +271,7 @@ class Supervisor:
 
     def _wait_until(self, ticket: Ticket, when: float, retrying: bool) -> None:
         """Hold a ticket until `when` (epoch seconds), then queue it."""
+        ticket.scheduled_at = when
         if self._loop is None:
             ticket.waiting = ("at", when, retrying)  # armed when serve() starts
             return
@@ -415,8 +417,8 @@ class Supervisor:
             return
         head = slot.inflight[0]
         slot.head_started = time.monotonic()
-        if self._loop is None:
-            return
+        if self._loop is None or not slot.ready:
+            return  # a starting worker's fork and setup are not the run's time: armed on Ready
         if head.cancelling:
             slot.deadline = self._loop.call_later(self.kill_grace, self._on_cancel_deadline, slot, head)
         elif head.timeout is not None:
@@ -461,6 +463,7 @@ class Supervisor:
             self._schedule_tick()
         elif kind is Ready:
             slot.ready = True
+            self._start_head(slot)
             self._schedule_tick()
         elif kind is SetupFailed:
             slot.setup_error = (message.error_type, message.message, message.traceback)
@@ -474,7 +477,7 @@ class Supervisor:
         retry_at = None
         self._released(ticket)
         if ticket.cancelling and outcome is not Outcome.INTERRUPTED:  # the cancel was accepted first
-            outcome = Outcome.CANCELLED
+            outcome, output = Outcome.CANCELLED, None
             error_type = "RunCancelled"
             message = message or "cancelled while running"
         charged = outcome is not Outcome.INTERRUPTED
@@ -635,7 +638,7 @@ class Supervisor:
         self._state = "serving"
         with warnings.catch_warnings():  # jobs from __main__ are found by reference in the worker
             warnings.simplefilter("ignore", dill.PicklingWarning)
-            registry = dill.dumps(self.jobs, recurse=True, byref=True)
+            registry = dill.dumps((self.jobs, self.default_retry), recurse=True, byref=True)
         self._pool = Pool(loop, self.workers, registry, self._on_message, self._on_exit, self.kill_grace,
                           self.max_result_size)
         try:
@@ -882,6 +885,7 @@ class Supervisor:
     def _forget(self, run_id: int) -> None:
         ticket = self._tickets.pop(run_id, None)
         if ticket is not None:
+            self._emit("cancelled", ticket)
             if isinstance(ticket.waiting, asyncio.TimerHandle):
                 ticket.waiting.cancel()
             if ticket.job.limited:

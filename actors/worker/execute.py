@@ -21,7 +21,7 @@ from ..context import Context
 from ..errors import SoftTimeout
 from ..job import Job
 from ..protocol import Done, Failed
-from ..retry import NO_RETRY
+from ..retry import Retry
 
 MAX_ERROR_TEXT = 64 * 1024  # characters of an error message or traceback kept
 
@@ -58,7 +58,7 @@ def peak_rss() -> int:
 
 
 def execute(job: Job[Any, Any], run: tuple[int, int, str, str, float | None, dict[str, str] | None],
-            inbox: Any, resource: Any, max_result_size: int) -> Done | Failed:
+            inbox: Any, resource: Any, max_result_size: int, default_retry: Retry) -> Done | Failed:
     """Run one attempt and describe how it ended; never raises."""
     run_id, attempt, _, input_json, soft_timeout, steps = run
     started = time.perf_counter()
@@ -97,7 +97,7 @@ def execute(job: Job[Any, Any], run: tuple[int, int, str, str, float | None, dic
             ctx.log.exception("after_run hook of job %r raised", job.name)
     if error is not None:
         kind, message, text = _describe(error)
-        retryable = (job.retry or NO_RETRY).retries_exception(error)
+        retryable = (job.retry or default_retry).retries_exception(error)
         if run_id in inbox.cancelled:
             kind, message, retryable = "RunCancelled", f"cancelled while running ({kind}: {message})", False
         return Failed(run_id, attempt, kind, message, text, retryable, time.perf_counter() - started, peak_rss())

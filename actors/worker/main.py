@@ -140,14 +140,14 @@ def worker_main(conn: Any, alive: Any, registry: bytes, max_result_size: int) ->
     try:
         import dill
 
-        jobs = dill.loads(registry)
+        jobs, default_retry = dill.loads(registry)
         resources = {name: job.setup() for name, job in jobs.items() if job.setup is not None}
     except BaseException as exc:
         write_frame(fd, SetupFailed(*_describe(exc)))
         os._exit(1)
     code = 0
     try:
-        _serve(Inbox(fd), jobs, resources, max_result_size)
+        _serve(Inbox(fd), jobs, resources, max_result_size, default_retry)
     except BaseException:
         import traceback
 
@@ -156,7 +156,8 @@ def worker_main(conn: Any, alive: Any, registry: bytes, max_result_size: int) ->
     os._exit(code)
 
 
-def _serve(inbox: Inbox, jobs: dict[str, Any], resources: dict[str, Any], max_result_size: int) -> None:
+def _serve(inbox: Inbox, jobs: dict[str, Any], resources: dict[str, Any], max_result_size: int,
+           default_retry: Any) -> None:
     home = os.open(".", os.O_RDONLY)  # the working directory every run starts in
     inbox.send(Ready(os.getpid()))
     pending = inbox.pending
@@ -170,7 +171,7 @@ def _serve(inbox: Inbox, jobs: dict[str, Any], resources: dict[str, Any], max_re
         inbox.receive(block=False)  # cancels for runs not started yet
         run = pending.popleft()
         name = run[2]
-        inbox.send(execute(jobs[name], run, inbox, resources.get(name), max_result_size))
+        inbox.send(execute(jobs[name], run, inbox, resources.get(name), max_result_size, default_retry))
         _restore(home)
 
 
