@@ -494,8 +494,6 @@ def test_without_a_supervisor_default_a_job_without_retry_runs_once(db: str, tmp
     sup.close()
 
 
-@pytest.mark.xfail(strict=True, reason="worker/execute.py decides `retryable` from `job.retry or NO_RETRY`, "
-                   "ignoring the retry_on of Supervisor(retry=...): any exception is retried")
 def test_the_supervisors_default_retry_on_is_honoured_for_jobs_that_set_none(db: str, tmp_path: Path):
     sup = Supervisor([no_policy_value_error], workers=1, store=db,
                      retry=Retry(attempts=3, backoff="immediate", retry_on=(KeyError,)))
@@ -740,9 +738,6 @@ def test_serve_until_drained_waits_for_delayed_runs(db: str, tmp_path: Path):
     sup.close()
 
 
-@pytest.mark.xfail(strict=True, reason="dispatch.ReadyQueue orders by (priority, id), not by (priority, "
-                   "scheduled_at, sequence) as DESIGN.md states: a delayed run that became due goes before an "
-                   "older-due run submitted after it")
 def test_due_runs_of_one_priority_go_in_order_of_their_due_time(db: str, tmp_path: Path):
     sup = Supervisor([stamp], workers=1, store=db)
     delayed = sup.submit(stamp, task(tmp_path, "delayed"), delay="200ms")  # lower id, due later
@@ -1056,8 +1051,6 @@ def test_cancelling_a_cooperative_running_run_ends_it_cancelled_soon(db: str, tm
         assert sup.submit(double, task(tmp_path, n=4)).result(timeout=10) == 8
 
 
-@pytest.mark.xfail(strict=True, reason="Supervisor._finish turns a Done of a cancelling ticket into outcome "
-                   "CANCELLED but still passes output=message.output, so the cancelled run stores the value")
 def test_a_cancelled_run_that_returned_anyway_stores_no_output(db: str, tmp_path: Path):
     sup = Supervisor([cooperative], workers=1, store=db, kill_grace="10s")
     with serving(sup):
@@ -1179,8 +1172,6 @@ def test_a_cancelled_running_run_emits_cancelled(db: str, tmp_path: Path):
         ("submitted", RunStatus.QUEUED), ("started", RunStatus.RUNNING), ("cancelled", RunStatus.CANCELLED)]
 
 
-@pytest.mark.xfail(strict=True, reason="Supervisor.cancel() of a queued run goes through store.cancel_queued and "
-                   "_forget(), which never calls _emit('cancelled'): listeners miss the cancel")
 def test_a_cancelled_queued_run_emits_cancelled(db: str, tmp_path: Path):
     sup = Supervisor([stamp], workers=1, store=db)
     events = _recorder(sup)
@@ -1258,9 +1249,6 @@ def test_setup_runs_again_in_a_replacement_worker(db: str, tmp_path: Path, monke
     assert lines(tmp_path / "setup.txt") == [str(old_pid), str(new_pid)]
 
 
-@pytest.mark.xfail(strict=True, reason="Supervisor._dispatch sends runs to a worker that is not ready yet and "
-                   "_start_head arms the timeout at send time: the worker's start (fork, unpickling, setup) is "
-                   "charged to the run's timeout")
 def test_a_runs_timeout_does_not_count_the_workers_setup(db: str, tmp_path: Path):
     sup = Supervisor([after_slow_setup], workers=1, store=db)
     handle = sup.submit(after_slow_setup, task(tmp_path))
