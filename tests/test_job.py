@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-
 import inspect
 from typing import Any
 
