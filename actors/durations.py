@@ -1,4 +1,4 @@
-"""Parsing of durations ("250ms", "30s", "5m", "2h", seconds, timedelta) and rates ("10/s")."""
+"""Parsing of durations ("250ms", "30s", "5m", "2h", seconds, timedelta), rates ("10/s") and sizes ("2GB")."""
 
 from __future__ import annotations
 
@@ -46,3 +46,17 @@ def parse_rate(value: str) -> tuple[float, float]:
     if period <= 0:
         raise ValueError(f"invalid rate {value!r}: the period must be positive")
     return float(match.group(1)), period
+
+
+_SIZES = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+          "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an int or "512MB" / "2GB" / "1GiB"; ValueError naming a malformed one."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value) if isinstance(value, str) else None
+    if match and match.group(2).lower() in _SIZES and float(match.group(1)) > 0:
+        return int(float(match.group(1)) * _SIZES[match.group(2).lower()])
+    raise ValueError(f"invalid size {value!r}: expected bytes or e.g. '512MB', '2GB'")

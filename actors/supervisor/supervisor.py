@@ -32,13 +32,14 @@ import dill
 import uvloop
 
 from ..client import Handle
-from ..durations import Duration, optional_duration, parse_duration
+from ..durations import Duration, optional_duration, parse_duration, parse_size
 from ..errors import DuplicateJob, JobNotFound, RunNotFound, StoreError
 from ..job import Job
 from ..protocol import Assign, Cancel, Done, Failed, Progress, Ready, SetupFailed, StepDone, Stop
 from ..retry import NO_RETRY, Retry, compute_backoff
 from ..run import NewRun, Outcome, RunRecord, RunStatus
 from ..stores import Changes, Finish, Store, open_store
+from .cron import CronTicks
 from .dispatch import MAX_WINDOW, TARGET_AHEAD, Estimates, Limits, ReadyQueue, Ticket
 from .pool import Pool, WorkerSlot
 from .shutdown import SignalGuard
@@ -130,6 +131,8 @@ class Supervisor:
         self._limits = Limits()
         self._rate_timers: dict[str, asyncio.TimerHandle] = {}
         self._listeners: dict[str, list[Callable[[RunRecord], Any]]] = {}
+        self._cron = CronTicks([j for j in self.jobs.values() if j.cron], self.store, self._submit_tick,
+                               lambda: self._state == "serving", self._timers)
 
         try:
             recovered = self.store.recover(time.time())
@@ -647,7 +650,7 @@ class Supervisor:
                 if isinstance(ticket.waiting, tuple):
                     self._wait_until(ticket, ticket.waiting[1], ticket.waiting[2])
             self._pool.start()
-            self._start_cron()
+            self._cron.start(loop)
             self._timers.append(loop.call_later(self.poll_interval, self._poll_store))
             if self.max_memory is not None:
                 self._timers.append(loop.call_later(0.25, self._sample_memory))
@@ -666,47 +669,11 @@ class Supervisor:
                     self._fatal = exc
             self._changes = Changes()
 
-    # -- cron -----------------------------------------------------------------------------------
-
-    def _start_cron(self) -> None:
-        """Arm each cron job. Catch-up rule: ticks missed while no supervisor served the store
-        run once (the latest of them), not once each; the first serve of a cron job starts
-        from now. Each tick's run has the idempotency key "cron:<tick>", so no tick runs twice."""
-        from croniter import croniter
-
-        now = time.time()
-        for found in self.jobs.values():
-            if found.cron is None:
-                continue
-            last = self.store.cron_last(found.name)
-            if last is None:
-                self.store.set_cron(found.name, now)
-            else:
-                latest = croniter(found.cron, now).get_prev(float)
-                if latest > last:
-                    self._cron_fire(found, latest)
-            self._arm_cron(found, now)
-
-    def _arm_cron(self, found: Job[Any, Any], after: float) -> None:
-        from croniter import croniter
-
-        assert self._loop is not None
-        tick = croniter(found.cron, after).get_next(float)
-        self._timers.append(self._loop.call_later(max(0.0, tick - time.time()), self._cron_tick, found, tick))
-
-    def _cron_tick(self, found: Job[Any, Any], tick: float) -> None:
-        if self._state == "serving":
-            self._cron_fire(found, tick)
-            self._arm_cron(found, tick)
-
-    def _cron_fire(self, found: Job[Any, Any], tick: float) -> None:
-        try:
-            row = NewRun(found.name, found.validate_input({}), found.priority, (found.retry or self.default_retry).attempts,
-                         None, 0.0, found.version, f"cron:{tick:.0f}")
-            self._store_runs(found, [row])
-            self.store.set_cron(found.name, tick)
-        except Exception:
-            log.exception("cron job %r could not submit its run for tick %s", found.name, tick)
+    def _submit_tick(self, found: Job[Any, Any], tick: float) -> None:
+        """Submit a cron job's run for one tick (idempotent: the key names the tick)."""
+        row = NewRun(found.name, found.validate_input({}), found.priority, (found.retry or self.default_retry).attempts,
+                     None, 0.0, found.version, f"cron:{tick:.0f}")
+        self._store_runs(found, [row])
 
     def _poll_store(self) -> None:
         """Pick up runs that other processes (Clients) stored."""
@@ -965,19 +932,3 @@ def _tree_rss(pid: int) -> int:
     except psutil.Error:
         pass
     return total
-
-
-_SIZES = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-          "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
-
-
-def parse_size(value: int | str) -> int:
-    """Bytes from an int or "512MB" / "2GB" / "1GiB"; ValueError naming a malformed one."""
-    import re
-
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value) if isinstance(value, str) else None
-    if match and match.group(2).lower() in _SIZES and float(match.group(1)) > 0:
-        return int(float(match.group(1)) * _SIZES[match.group(2).lower()])
-    raise ValueError(f"invalid size {value!r}: expected bytes or e.g. '512MB', '2GB'")
