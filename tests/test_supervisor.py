@@ -401,3 +401,17 @@ def test_higher_priority_runs_execute_first(db: str, tmp_path: Path):
                 + [f"low{i}" for i in range(5)])
     assert order.read_text().split() == expected
     sup.close()
+
+
+def test_a_delayed_run_that_fell_due_before_serving_runs_and_one_due_later_waits(db: str):
+    sup = Supervisor([double], workers=1, store=db)
+    try:
+        early = sup.submit(double, {"x": 3}, delay="50ms")
+        late = sup.submit(double, {"x": 4}, delay="400ms")
+        time.sleep(0.1)  # the first one falls due while no loop runs: nothing may forget it
+        sup.serve(until="drained")
+        assert (early.result(timeout=0), late.result(timeout=0)) == (6, 8)
+        started = sup.run(late.id).attempt_log[0].started_at
+        assert started >= sup.run(late.id).created_at + 0.4 - 0.005
+    finally:
+        sup.close()

@@ -12,6 +12,7 @@ keeps load balanced for CPU-bound work. A worker is topped up when half its wind
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from collections import defaultdict, deque
 from typing import Any
@@ -28,7 +29,7 @@ class Ticket:
 
     __slots__ = (
         "id", "job", "input", "priority", "attempts", "free", "max_attempts", "timeout", "soft_timeout",
-        "claimed_at", "estimate", "waiting", "scheduled_at", "version", "steps", "cancelling", "ready",
+        "claimed_at", "estimate", "waiting", "scheduled_at", "version", "steps", "cancelling", "ready", "retrying",
     )
 
     def __init__(self, run_id: int, job: Job[Any, Any], input: str, priority: int, attempts: int, free: int,
@@ -44,7 +45,8 @@ class Ticket:
         self.soft_timeout = job.soft_timeout
         self.claimed_at = 0.0
         self.estimate = 0.0
-        self.waiting: Any = None  # the timer of a delayed or retrying run
+        self.waiting: asyncio.TimerHandle | None = None  # the timer of a delayed or retrying run
+        self.retrying = False  # stored as `retrying`: becoming due writes it back to `queued`
         self.scheduled_at = scheduled_at  # epoch seconds before which it must not start
         self.version = version
         self.steps: dict[str, str] | None = None  # completed ctx.step values, for a later attempt

@@ -123,6 +123,7 @@ class Supervisor:
         self._signals = SignalGuard()
         self._signal_count = 0
         self._timers: list[asyncio.TimerHandle] = []
+        self._unarmed: list[Ticket] = []  # tickets waiting for a time while no loop runs
         self._finished_serving = threading.Event()
         self._scanned = 0
         self._fatal: BaseException | None = None
@@ -245,8 +246,7 @@ class Supervisor:
                             row.scheduled_at, row.version)
             if row.attempts:
                 ticket.steps = self.store.steps(row.id) or None
-            if row.status == RunStatus.RETRYING:
-                ticket.waiting = "retrying"
+            ticket.retrying = row.status == RunStatus.RETRYING
             tickets.append(ticket)
         self._enqueue(tickets)
 
@@ -260,30 +260,26 @@ class Supervisor:
                                            f"run of job version {ticket.version}, below min_version {job.min_version}"))
                 self._after.append((ticket, RunStatus.CANCELLED, None))
                 continue
-            retrying = ticket.waiting == "retrying"
-            ticket.waiting = None
             if ticket.scheduled_at > now + 0.0005:
-                self._wait_until(ticket, ticket.scheduled_at, retrying)
+                self._wait_until(ticket, ticket.scheduled_at)
             else:
-                if retrying:
-                    self._changes.requeues.append(ticket.id)
-                self._ready.push(ticket)
+                self._due(ticket)
             if ticket.attempts == 0:
                 self._emit("submitted", ticket)
         self._schedule_tick()
 
-    def _wait_until(self, ticket: Ticket, when: float, retrying: bool) -> None:
-        """Hold a ticket until `when` (epoch seconds), then queue it."""
+    def _wait_until(self, ticket: Ticket, when: float) -> None:
+        """Hold a ticket until `when` (epoch seconds), then queue it; armed when serving starts."""
         ticket.scheduled_at = when
-        if self._loop is None:
-            ticket.waiting = ("at", when, retrying)  # armed when serve() starts
-            return
-        delay = max(0.0, when - time.time())
-        ticket.waiting = self._loop.call_later(delay, self._due, ticket, retrying)
+        if self._loop is not None:
+            ticket.waiting = self._loop.call_later(max(0.0, when - time.time()), self._due, ticket)
+        else:
+            self._unarmed.append(ticket)
 
-    def _due(self, ticket: Ticket, retrying: bool) -> None:
+    def _due(self, ticket: Ticket) -> None:
         ticket.waiting = None
-        if retrying:
+        if ticket.retrying:  # its backoff is over: retrying -> queued, in this turn's transaction
+            ticket.retrying = False
             self._changes.requeues.append(ticket.id)
         self._ready.push(ticket)
         self._schedule_tick()
@@ -323,7 +319,8 @@ class Supervisor:
         after, self._after = self._after, []
         for ticket, status, retry_at in after:
             if status is RunStatus.RETRYING:
-                self._wait_until(ticket, retry_at or 0.0, True)
+                ticket.retrying = True
+                self._wait_until(ticket, retry_at or 0.0)
             elif status is RunStatus.QUEUED:
                 self._ready.push(ticket)
                 self._schedule_tick()
@@ -646,9 +643,10 @@ class Supervisor:
                           self.max_result_size)
         try:
             self._signals.install(loop, self._on_signal, self._log_status)
-            for ticket in list(self._tickets.values()):
-                if isinstance(ticket.waiting, tuple):
-                    self._wait_until(ticket, ticket.waiting[1], ticket.waiting[2])
+            unarmed, self._unarmed = self._unarmed, []
+            for ticket in unarmed:  # delayed or retrying while not serving
+                if ticket.id in self._tickets:
+                    self._wait_until(ticket, ticket.scheduled_at)
             self._pool.start()
             self._cron.start(loop)
             self._timers.append(loop.call_later(self.poll_interval, self._poll_store))
@@ -659,9 +657,10 @@ class Supervisor:
         finally:
             self._pool.close()
             for ticket in self._tickets.values():
-                if isinstance(ticket.waiting, asyncio.TimerHandle):
+                if ticket.waiting is not None:
                     ticket.waiting.cancel()
                     ticket.waiting = None
+                    self._unarmed.append(ticket)  # armed again by the next serve()
             if self._changes and self._fatal is None:
                 try:
                     self.store.commit(self._changes, time.time())
@@ -853,7 +852,7 @@ class Supervisor:
         ticket = self._tickets.pop(run_id, None)
         if ticket is not None:
             self._emit("cancelled", ticket)
-            if isinstance(ticket.waiting, asyncio.TimerHandle):
+            if ticket.waiting is not None:
                 ticket.waiting.cancel()
             if ticket.job.limited:
                 self._limits.discard(ticket)
