@@ -92,6 +92,7 @@ class Pool:
         registry: bytes,
         on_message: Callable[[WorkerSlot, Any], None],
         on_exit: Callable[[WorkerSlot, int | None], None],
+        on_spawn: Callable[[WorkerSlot], None],
         kill_grace: float,
         max_result_size: int,
     ) -> None:
@@ -99,6 +100,7 @@ class Pool:
         self.registry = registry
         self.on_message = on_message
         self.on_exit = on_exit
+        self.on_spawn = on_spawn
         self.kill_grace = kill_grace
         self.max_result_size = max_result_size
         self.max_frame = max_result_size + (1 << 20)  # the result plus room for its envelope
@@ -139,6 +141,7 @@ class Pool:
         slot.spawned_at = time.monotonic()
         self.loop.add_reader(slot.fd, self._on_readable, slot)
         self.loop.add_reader(process.sentinel, self._on_sentinel, slot)
+        self.on_spawn(slot)
 
     # -- the pipe ---------------------------------------------------------------------------
 

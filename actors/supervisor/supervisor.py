@@ -639,8 +639,8 @@ class Supervisor:
         with warnings.catch_warnings():  # jobs from __main__ are found by reference in the worker
             warnings.simplefilter("ignore", dill.PicklingWarning)
             registry = dill.dumps((self.jobs, self.default_retry), recurse=True, byref=True)
-        self._pool = Pool(loop, self.workers, registry, self._on_message, self._on_exit, self.kill_grace,
-                          self.max_result_size)
+        self._pool = Pool(loop, self.workers, registry, self._on_message, self._on_exit,
+                          lambda slot: self._schedule_tick(), self.kill_grace, self.max_result_size)
         try:
             self._signals.install(loop, self._on_signal, self._log_status)
             unarmed, self._unarmed = self._unarmed, []

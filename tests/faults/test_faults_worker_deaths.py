@@ -148,3 +148,39 @@ def test_max_runs_per_worker_recycles_workers_without_losing_runs(db: str) -> No
     # The pid the run saw is the pid the attempt log names.
     assert all(r.result == r.attempt_log[0].worker_pid for r in records)
     assert live_descendants() == []
+
+
+def _broken_setup() -> None:
+    raise ImportError("no module named 'pretend_model'")
+
+
+@job(timeout="10s", setup=_broken_setup, retry=Retry(attempts=2, backoff="immediate"))
+def needs_model(num: Num) -> int:
+    return num.n
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_worker_setup_backs_off_and_the_runs_say_why(db: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Every worker dies in its setup: restarts back off instead of spinning, and each run ends
+    failed with the setup's error after its attempts, instead of waiting forever."""
+    sup = Supervisor([needs_model], workers=1, store=db)
+    try:
+        handles = sup.submit_many(needs_model, [{"n": n} for n in range(3)])
+        started = time.monotonic()
+        with caplog.at_level("WARNING", logger="actors"):
+            sup.serve(until="drained")
+        elapsed = time.monotonic() - started
+        records = [sup.run(h.id) for h in handles]
+    finally:
+        sup.close()
+    for record in records:
+        assert record.status is RunStatus.FAILED
+        assert record.error_type == "WorkerSetupFailed"
+        assert "ImportError" in record.message and "pretend_model" in record.message
+        assert [a.outcome for a in record.attempt_log] == [Outcome.CRASHED, Outcome.CRASHED]
+        assert "_broken_setup" in (record.attempt_log[-1].traceback or "")
+    # six quick deaths of one slot: 0, 0.1, 0.2, 0.4, 0.8 s of backoff at least between them
+    delays = [float(r.getMessage().split(" restarts in ")[1].split(" s")[0])
+              for r in caplog.records if " restarts in " in r.getMessage()]
+    assert delays and delays == sorted(delays) and max(delays) >= 0.4, delays
+    assert elapsed >= 1.0, f"six setup failures took only {elapsed:.2f} s: the slot spins"
