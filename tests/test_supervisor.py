@@ -415,3 +415,43 @@ def test_a_delayed_run_that_fell_due_before_serving_runs_and_one_due_later_waits
         assert started >= sup.run(late.id).created_at + 0.4 - 0.005
     finally:
         sup.close()
+
+
+@job(retry=actors.Retry(attempts=3, backoff="immediate", on_crash=False))
+def crash_once_no_retry(n: N) -> int:
+    os._exit(1)
+
+
+def test_durability_full_makes_every_commit_synchronous_and_runs_still_succeed(db: str):
+    with Supervisor([double], workers=1, store=db, durability="full") as sup:
+        assert sup.store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        handle = sup.submit(double, {"x": 21})
+        sup.run_until_complete()
+        assert handle.result(timeout=0) == 42
+    with pytest.raises(ValueError, match="'paranoid'"):
+        Supervisor([double], store=db, durability="paranoid")
+
+
+def test_on_crash_false_ends_a_crashed_run_after_one_attempt(db: str):
+    with Supervisor([crash_once_no_retry], workers=1, store=db) as sup:
+        handle = sup.submit(crash_once_no_retry, {"x": 1})
+        sup.serve(until="drained")
+        record = sup.run(handle.id)
+    assert record.status is RunStatus.FAILED and record.error_type == "WorkerCrashed"
+    assert [a.outcome for a in record.attempt_log] == [actors.Outcome.CRASHED]
+
+
+def test_a_short_poll_interval_picks_up_client_runs_while_serving(db: str):
+    sup = Supervisor([double], workers=1, store=db, poll_interval="10ms")
+    serving = threading.Thread(target=sup.serve, daemon=True)
+    serving.start()
+    try:
+        client = actors.Client(store=db)
+        started = time.monotonic()
+        assert client.submit("double", {"x": 5}).result(timeout=10) == 10
+        assert time.monotonic() - started < 5
+        client.close()
+    finally:
+        sup.shutdown()
+        serving.join(10)
+        sup.close()
