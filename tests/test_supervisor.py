@@ -455,3 +455,22 @@ def test_a_short_poll_interval_picks_up_client_runs_while_serving(db: str):
         sup.shutdown()
         serving.join(10)
         sup.close()
+
+
+def test_models_from_an_interactive_main_are_refused_with_a_clear_error(tmp_path: Path):
+    code = (
+        "from pydantic import BaseModel\n"
+        "from actors import Supervisor, job\n"
+        "class N(BaseModel):\n    x: int\n"
+        "@job\ndef sq(n: N) -> int:\n    return n.x\n"
+        "Supervisor([sq], workers=1, store='runs.db')\n"
+    )
+    import subprocess
+    import sys
+
+    from conftest import script_env
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env=script_env(), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "model N is defined in an interactive __main__" in done.stderr

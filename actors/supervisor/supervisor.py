@@ -89,6 +89,7 @@ class Supervisor:
                 raise TypeError(f"not a job: {item!r} (decorate it with @actors.job)")
             if item.name in self.jobs:
                 raise DuplicateJob(f"two jobs are named {item.name!r}: give one of them @job(name=...)")
+            _check_importable(item)
             self.jobs[item.name] = item
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
         if not isinstance(self.workers, int) or self.workers < 1:
@@ -895,6 +896,21 @@ _ERROR_TYPES = {
     Outcome.CANCELLED: "RunCancelled",
     Outcome.CRASHED: "WorkerCrashed",
 }
+
+
+def _check_importable(found: Job[Any, Any]) -> None:
+    """Workers find a job's models by reference; an interactive `__main__` (python -c, a REPL,
+    a notebook) cannot be imported again there, so say so now rather than in every run."""
+    import sys
+
+    if getattr(sys.modules.get("__main__"), "__file__", None) is not None:
+        return
+    for model in (found.input_model, found.output_type):
+        if getattr(model, "__module__", None) == "__main__":
+            raise TypeError(
+                f"job {found.name!r}: its model {model.__name__} is defined in an interactive __main__, which "
+                "worker processes cannot import; define models in a script or a module"
+            )
 
 
 def _scheduled_at(now: float, delay: Duration | None, at: datetime | None) -> float:
