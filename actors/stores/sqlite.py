@@ -48,7 +48,9 @@ CREATE TABLE IF NOT EXISTS runs (
     metadata TEXT,
     version INTEGER NOT NULL DEFAULT 1,
     key TEXT,
-    unique_key TEXT
+    unique_key TEXT,
+    worker_pid INTEGER,  -- of the succeeded attempt, which has no row in attempts
+    peak_rss INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS runs_key ON runs(job, key) WHERE key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_unique ON runs(job, unique_key) WHERE unique_key IS NOT NULL;
@@ -106,16 +108,14 @@ def _field(index: int) -> str:
 
 _BATCHED_OUTPUT = 64 * 1024  # characters of output above which a success is written on its own
 # Successes of one turn as a JSON array of [run_id, attempt, output, started_at, worker_pid, peak_rss].
+# A succeeded attempt is the run's last: it is described by the run's own row (started_at,
+# finished_at, worker_pid, peak_rss) rather than by a row in `attempts`, which saves an insert per
+# run on the hot path; `get()` puts it back in the attempt log.
 _SUCCEED_RUNS = (
     f"UPDATE runs SET status='succeeded', output={_field(2)}, finished_at=?2, error_type=NULL, message=NULL, "
-    f"traceback=NULL FROM json_each(?1) AS j "
+    f"traceback=NULL, worker_pid={_field(4)}, peak_rss={_field(5)} FROM json_each(?1) AS j "
     f"WHERE runs.id={_field(0)} AND runs.attempts={_field(1)} AND runs.status='running'"
 )
-_SUCCEED_ATTEMPTS = (
-    f"INSERT OR IGNORE INTO attempts (run_id, number, started_at, finished_at, outcome, worker_pid, peak_rss) "
-    f"SELECT {_field(0)}, {_field(1)}, {_field(3)}, ?2, 'succeeded', {_field(4)}, {_field(5)} FROM json_each(?1) AS j "
-    f"JOIN runs ON runs.id={_field(0)} WHERE runs.attempts={_field(1)} AND runs.status='succeeded'"
-)  # only attempts whose run the update above accepted; a duplicate success changes nothing
 
 
 class SQLiteStore:
@@ -261,7 +261,6 @@ class SQLiteStore:
                     batch = json.dumps([(f.run_id, f.attempt, f.output, f.started_at, f.worker_pid, f.peak_rss)
                                         for f in successes])
                     db.execute(_SUCCEED_RUNS, (batch, now))
-                    db.execute(_SUCCEED_ATTEMPTS, (batch, now))
                 for f in others:  # rare: one conditional statement each, the attempt only if accepted
                     cursor = db.execute(
                         "UPDATE runs SET status=?, output=?, finished_at=?, error_type=?, message=?, traceback=?, "
@@ -352,6 +351,10 @@ class SQLiteStore:
                     (run_id,),
                 ).fetchall()
                 record.attempt_log = [Attempt(a[0], a[1], a[2], Outcome(a[3]) if a[3] else None, *a[4:]) for a in rows]
+                if record.status is RunStatus.SUCCEEDED and (not rows or rows[-1][0] != record.attempts):
+                    pid, rss = self._db.execute("SELECT worker_pid, peak_rss FROM runs WHERE id=?", (run_id,)).fetchone()
+                    record.attempt_log.append(Attempt(record.attempts, record.started_at or 0.0, record.finished_at,
+                                                      Outcome.SUCCEEDED, worker_pid=pid, peak_rss=rss))
                 record.steps = {name: json.loads(value) for name, value in
                                 self._db.execute("SELECT name, value FROM steps WHERE run_id=?", (run_id,))}
         return record

@@ -62,28 +62,57 @@ class Ticket:
 
 
 class ReadyQueue:
-    """Tickets ready to run: highest priority first, then earliest due, then oldest."""
+    """Tickets ready to run: highest priority first, then earliest due, then oldest.
 
-    __slots__ = ("_heap",)
+    Most tickets arrive in order (new runs, in submission order), so each priority has a FIFO
+    line taking them in O(1); a ticket that arrives out of order (a retry due earlier than the
+    line's tail, say) goes to a heap beside the lines, and `pop` takes the better of the two heads.
+    """
+
+    __slots__ = ("_lines", "_priorities", "_heap", "_size")
 
     def __init__(self) -> None:
+        self._lines: dict[int, deque[Ticket]] = {}
+        self._priorities: list[int] = []  # those with a line, highest first
         self._heap: list[tuple[int, float, int, Ticket]] = []
+        self._size = 0
 
     def push(self, ticket: Ticket) -> None:
-        if not ticket.ready:
-            ticket.ready = True
-            heapq.heappush(self._heap, (-ticket.priority, ticket.scheduled_at, ticket.id, ticket))
+        if ticket.ready:
+            return
+        ticket.ready = True
+        self._size += 1
+        line = self._lines.get(ticket.priority)
+        if line is None:
+            line = self._lines[ticket.priority] = deque()
+            self._priorities = sorted(self._lines, reverse=True)
+        if line:
+            tail = line[-1]
+            if (tail.scheduled_at, tail.id) > (ticket.scheduled_at, ticket.id):
+                heapq.heappush(self._heap, (-ticket.priority, ticket.scheduled_at, ticket.id, ticket))
+                return
+        line.append(ticket)
 
     def pop(self) -> Ticket:
-        ticket = heapq.heappop(self._heap)[3]
+        line = None
+        for priority in self._priorities:
+            if self._lines[priority]:
+                line = self._lines[priority]
+                break
+        heap = self._heap
+        if line is None or (heap and heap[0][:3] < (-line[0].priority, line[0].scheduled_at, line[0].id)):
+            ticket = heapq.heappop(heap)[3]
+        else:
+            ticket = line.popleft()
         ticket.ready = False
+        self._size -= 1
         return ticket
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return self._size
 
     def __bool__(self) -> bool:
-        return bool(self._heap)
+        return self._size > 0
 
 
 class Estimates:
