@@ -814,10 +814,19 @@ class Supervisor:
         event = threading.Event()
         with self._wait_lock:
             self._waiters.setdefault(run_id, []).append(event)
-        record = self.store.get(run_id)
-        if record is not None and record.status.is_terminal:
+        if run_id not in self._tickets:  # registered first, so a run that ends now still wakes us
+            record = self.store.get(run_id)
+            if record is not None and record.status.is_terminal:
+                return True
+        if event.wait(timeout):
             return True
-        return event.wait(timeout)
+        with self._wait_lock:  # timed out: leave no event behind for a long wait's next round
+            events = self._waiters.get(run_id)
+            if events is not None and event in events:
+                events.remove(event)
+                if not events:
+                    del self._waiters[run_id]
+        return False
 
     def _notify(self, run_id: int) -> None:
         if self._waiters:
