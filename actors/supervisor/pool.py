@@ -34,6 +34,7 @@ from ..protocol import BadFrame, FrameReader, encode
 from ..retry import Retry, compute_backoff
 from ..worker.main import worker_main
 
+log = logging.getLogger("actors")
 RESTART_BACKOFF = Retry(attempts=1, backoff="exponential", base=0.1, cap=30.0)
 HEALTHY_AFTER = 10.0
 EOF_GRACE = 0.1  # a worker whose pipe closed and who has not exited after this is killed
@@ -127,7 +128,17 @@ class Pool:
             name=f"actors-worker-{slot.index}",
             daemon=True,
         )
-        process.start()
+        try:
+            process.start()
+        except Exception as exc:  # the fork server is gone, no fds left...: try again later, never spin
+            parent.close()
+            child.close()
+            slot.failures += 1
+            delay = compute_backoff(RESTART_BACKOFF, slot.failures)
+            log.error("could not start worker %d (%s: %s); trying again in %.1f s", slot.index,
+                      type(exc).__name__, exc, delay)
+            slot.restart_handle = self.loop.call_later(delay, self.spawn, slot)
+            return
         child.close()
         slot.process, slot.pid, slot.fd = process, process.pid, parent.fileno()
         self._conns[slot.index] = parent

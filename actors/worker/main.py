@@ -113,6 +113,8 @@ class Inbox:
 
     def receive(self, block: bool) -> None:
         """Take what the supervisor sent; block until something arrives if asked."""
+        if os.getpid() != self.pid:  # a forked child asking ctx.cancelled must not steal frames
+            return
         if not block and not select.select([self.fd], [], [], 0)[0]:
             return
         data = os.read(self.fd, 1 << 20)
