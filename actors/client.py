@@ -13,6 +13,7 @@ import time
 from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from .durations import Duration, optional_duration
 from .errors import JobNotFound, RunCancelled, RunFailed, RunNotFound, RunTimedOut
 from .job import Job
 from .run import NewRun, RunRecord, RunStatus
@@ -101,11 +102,11 @@ class Client:
         self.jobs = {j.name: j for j in jobs}
 
     def submit(self, job: Job[Any, Out] | str, input: Any, *, priority: int | None = None,
-               timeout: float | None = None) -> Handle[Out]:
+               timeout: Duration | None = None) -> Handle[Out]:
         return self.submit_many(job, [input], priority=priority, timeout=timeout)[0]
 
     def submit_many(self, job: Job[Any, Out] | str, inputs: Iterable[Any], *, priority: int | None = None,
-                    timeout: float | None = None) -> list[Handle[Out]]:
+                    timeout: Duration | None = None) -> list[Handle[Out]]:
         """Store a batch of runs in one transaction."""
         if isinstance(job, str):
             known = self.jobs.get(job)
@@ -115,13 +116,15 @@ class Client:
         else:
             raise JobNotFound(f"not a job or a job name: {job!r}")
         rows = []
+        prio = priority if priority is not None else (known.priority if known else 0)
+        run_timeout = optional_duration(timeout, what="timeout")
         for value in inputs:
             if known is not None:
                 text = known.validate_input(value)
-            else:
-                text = value if isinstance(value, str) else _json(value)
-            rows.append(NewRun(name, text, priority if priority is not None else (known.priority if known else 0),
-                               None, timeout))
+                rows.append(NewRun(name, text, prio, None, run_timeout, 0.0, known.version, None,
+                                   known.unique_key(text)))
+            else:  # the worker validates it; an invalid one fails its run, saying why
+                rows.append(NewRun(name, value if isinstance(value, str) else _json(value), prio, None, run_timeout))
         stored = self.store.insert(rows, time.time())
         return [Handle(self.store, run_id, known) for run_id, _ in stored]
 
