@@ -474,3 +474,19 @@ def test_models_from_an_interactive_main_are_refused_with_a_clear_error(tmp_path
                           env=script_env(), cwd=tmp_path)
     assert done.returncode == 1
     assert "model N is defined in an interactive __main__" in done.stderr
+
+
+def test_a_submit_racing_the_start_of_serving_in_another_thread_is_never_stranded():
+    """submit() from the main thread while serve() is still starting in another thread must wake
+    the loop (a plain call_soon from a foreign thread would not)."""
+    for _ in range(5):
+        sup = Supervisor([double], workers=1, store=":memory:")
+        serving = threading.Thread(target=sup.serve, daemon=True)
+        serving.start()
+        try:
+            handles = [sup.submit(double, {"x": i}) for i in range(3)]
+            assert [h.result(timeout=20) for h in handles] == [0, 2, 4]
+        finally:
+            sup.shutdown()
+            serving.join(10)
+            sup.close()

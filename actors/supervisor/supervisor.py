@@ -203,25 +203,38 @@ class Supervisor:
         store = self.store
         return [Handle(store, run_id, found, self) for run_id, _ in stored]
 
-    def _hand_to_loop(self, fn: Any, *args: Any) -> None:
-        """Run fn on the loop's thread: now if we are on it (or it is not running), else soon."""
+    def _foreign_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The serving loop if it belongs to another thread (running or about to run), else None."""
         loop = self._loop
-        if loop is not None and self._loop_thread != threading.get_ident() and loop.is_running():
+        if loop is None or self._loop_thread == threading.get_ident() or loop.is_closed():
+            return None
+        return loop
+
+    def _hand_to_loop(self, fn: Any, *args: Any) -> None:
+        """Run fn on the loop's thread: now if we are on it or none serves, else soon."""
+        loop = self._foreign_loop()
+        if loop is None:
+            fn(*args)
+            return
+        try:
             loop.call_soon_threadsafe(fn, *args)
-        else:
+        except RuntimeError:  # the loop closed meanwhile: nobody else touches the state now
             fn(*args)
 
     def _hand_over(self, tickets: list[Ticket]) -> None:
         """Queue new tickets from any thread. Other threads drop them in an inbox and wake the
         loop once for however many arrive before it looks (fewer wake-ups, bigger batches)."""
-        loop = self._loop
-        if loop is None or self._loop_thread == threading.get_ident() or not loop.is_running():
+        loop = self._foreign_loop()
+        if loop is None:
             self._enqueue(tickets)
             return
         self._inbox.append(tickets)
         if not self._inbox_armed:
             self._inbox_armed = True
-            loop.call_soon_threadsafe(self._take_inbox)
+            try:
+                loop.call_soon_threadsafe(self._take_inbox)
+            except RuntimeError:
+                self._take_inbox()
 
     def _take_inbox(self) -> None:
         self._inbox_armed = False  # first disarm, then drain: a later append re-arms
@@ -620,6 +633,7 @@ class Supervisor:
                 timer.cancel()
             loop.close()
             self._loop = self._loop_thread = None
+            self._take_inbox()  # submitted from another thread as serving ended: keep them queued
             self._state = "idle" if self._fatal is None else "stopped"
             self._signal_count = 0
             self._finished_serving.set()
