@@ -36,7 +36,7 @@ from actors import Client
 #   runs: seconds for each run to submit (run n sleeps runs[n]); store, workers, grace,
 #   kill_grace; until: None or "drained"; shutdown_after: call sup.shutdown() from another
 #   thread once that many runs have started.
-SCRIPT = """
+PRELUDE = """
 import json, os, sys, threading, time
 from pathlib import Path
 
@@ -58,7 +58,9 @@ def nap(arg: Nap) -> int:
     time.sleep(arg.seconds)
     (MARKS / f"done-{arg.n}-{os.getpid()}").touch()
     return arg.n
+"""
 
+SCRIPT = PRELUDE + """
 
 def started():
     return len(list(MARKS.glob("start-*")))
@@ -518,29 +520,7 @@ def test_sigusr1_logs_status(tmp_path, db, scripts):
 
 # -- context manager --------------------------------------------------------------------------
 
-CONTEXT = """
-import json, os, sys, threading, time
-from pathlib import Path
-
-from pydantic import BaseModel
-
-from actors import Supervisor, job
-
-MARKS = Path(__file__).resolve().parent / "marks"
-
-
-class Nap(BaseModel):
-    n: int
-    seconds: float
-
-
-@job
-def nap(arg: Nap) -> int:
-    (MARKS / f"start-{arg.n}-{os.getpid()}").touch()
-    time.sleep(arg.seconds)
-    (MARKS / f"done-{arg.n}-{os.getpid()}").touch()
-    return arg.n
-
+CONTEXT = PRELUDE + """
 
 if __name__ == "__main__":
     MARKS.mkdir(exist_ok=True)
