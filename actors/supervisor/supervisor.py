@@ -298,6 +298,17 @@ class Supervisor:
         self._ready.push(ticket)
         self._schedule_tick()
 
+    def _later(self, delay: float, fn: Any, *args: Any) -> asyncio.TimerHandle:
+        """A timer that serve() cancels when it ends (the list forgets timers that fired)."""
+        assert self._loop is not None
+        handle = self._loop.call_later(delay, fn, *args)
+        timers = self._timers
+        if len(timers) > 64:
+            now = self._loop.time()
+            timers[:] = [t for t in timers if not t.cancelled() and t.when() > now]
+        timers.append(handle)
+        return handle
+
     # -- the loop turn ------------------------------------------------------------------------
 
     def _schedule_tick(self) -> None:
@@ -392,7 +403,7 @@ class Supervisor:
         if job.rate_limit is None or self._loop is None or job.name in self._rate_timers:
             return
         delay = self._limits.next_token_in(job, time.monotonic())
-        self._rate_timers[job.name] = self._loop.call_later(delay, self._unpark, job.name)
+        self._rate_timers[job.name] = self._later(delay, self._unpark, job.name)
 
     def _unpark(self, name: str) -> None:
         self._rate_timers.pop(name, None)
@@ -609,7 +620,7 @@ class Supervisor:
                 slot.kill_target = (slot.inflight[0], Outcome.MEMORY_EXCEEDED,
                                     f"the worker used {rss / 2**20:.0f} MiB, over max_memory {self.max_memory / 2**20:.0f} MiB")
                 self._pool.terminate(slot)
-        self._timers.append(self._loop.call_later(0.25, self._sample_memory))
+        self._later(0.25, self._sample_memory)
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -631,6 +642,11 @@ class Supervisor:
             self._signals.restore()
             for timer in self._timers:
                 timer.cancel()
+            self._timers.clear()
+            self._rate_timers.clear()  # their parked runs try again when serving resumes
+            for name in self._limits.parked:
+                if (head := self._limits.head(name)) is not None:
+                    self._ready.push(head)
             loop.close()
             self._loop = self._loop_thread = None
             self._take_inbox()  # submitted from another thread as serving ended: keep them queued
@@ -664,9 +680,9 @@ class Supervisor:
                     self._wait_until(ticket, ticket.scheduled_at)
             self._pool.start()
             self._cron.start(loop)
-            self._timers.append(loop.call_later(self.poll_interval, self._poll_store))
+            self._later(self.poll_interval, self._poll_store)
             if self.max_memory is not None:
-                self._timers.append(loop.call_later(0.25, self._sample_memory))
+                self._later(0.25, self._sample_memory)
             self._schedule_tick()
             await self._stopped
         finally:
@@ -698,7 +714,7 @@ class Supervisor:
         except StoreError as exc:
             self._die(exc)
             return
-        self._timers.append(self._loop.call_later(self.poll_interval, self._poll_store))
+        self._later(self.poll_interval, self._poll_store)
 
     def _check_progress(self) -> None:
         """Drain mode ends when nothing is left; a stop ends when every worker is gone."""
@@ -727,7 +743,7 @@ class Supervisor:
             if reason:
                 log.warning("%s: finishing %d running run(s) within %.0f s, queued runs stay queued; "
                             "send it again to stop now", reason, running, self.grace)
-            self._timers.append(self._loop.call_later(self.grace, self._grace_over))
+            self._later(self.grace, self._grace_over)
         elif not graceful and self._state in ("serving", "draining"):
             self._state = "forcing"
             if reason:
