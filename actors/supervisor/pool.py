@@ -334,3 +334,12 @@ def _signal_tree(pgid: int, procs: list[psutil.Process], sig: int) -> None:
             proc.send_signal(sig)  # checks the pid was not reused
         except psutil.Error:
             pass
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a worker and all its descendants, in bytes (0 if it is gone)."""
+    total = 0
+    for proc in _tree(pid):
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total

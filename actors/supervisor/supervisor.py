@@ -17,7 +17,6 @@ depends on it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import threading
@@ -41,13 +40,13 @@ from ..run import NewRun, Outcome, RunRecord, RunStatus
 from ..stores import Changes, Finish, Store, open_store
 from .cron import CronTicks
 from .dispatch import MAX_WINDOW, TARGET_AHEAD, Estimates, Limits, ReadyQueue, Ticket
-from .pool import Pool, WorkerSlot
+from .notify import Listeners, Waiters
+from .pool import Pool, WorkerSlot, tree_rss
 from .shutdown import SignalGuard
 
 log = logging.getLogger("actors")
 Out = TypeVar("Out")
 
-EVENTS = frozenset({"submitted", "started", "succeeded", "failed", "retrying", "timed_out", "cancelled"})
 _FAILED_STATUS = {Outcome.TIMED_OUT: RunStatus.TIMED_OUT, Outcome.CANCELLED: RunStatus.CANCELLED}
 
 
@@ -109,8 +108,7 @@ class Supervisor:
         self._estimates = Estimates()
         self._changes = Changes()
         self._after: list[tuple[Ticket, RunStatus, float | None]] = []  # to act on once committed
-        self._waiters: dict[int, list[threading.Event]] = {}
-        self._wait_lock = threading.Lock()
+        self._waiters = Waiters()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._pool: Pool | None = None
@@ -132,7 +130,7 @@ class Supervisor:
         self._completed = 0
         self._limits = Limits()
         self._rate_timers: dict[str, asyncio.TimerHandle] = {}
-        self._listeners: dict[str, list[Callable[[RunRecord], Any]]] = {}
+        self._listeners = Listeners()
         self._cron = CronTicks([j for j in self.jobs.values() if j.cron], self.store, self._submit_tick,
                                lambda: self._state == "serving", self._timers)
 
@@ -614,7 +612,7 @@ class Supervisor:
         for slot in self._pool.slots:
             if slot.exited or slot.terminating or not slot.inflight:
                 continue
-            rss = _tree_rss(slot.pid)
+            rss = tree_rss(slot.pid)
             slot.rss = max(slot.rss, rss)
             if rss > self.max_memory:
                 slot.kill_target = (slot.inflight[0], Outcome.MEMORY_EXCEEDED,
@@ -820,50 +818,24 @@ class Supervisor:
     def on(self, event: str, callback: Callable[[RunRecord], Any]) -> None:
         """Call `callback(record)` in the supervisor when a run is submitted, started, succeeded,
         failed, retrying, timed_out or cancelled. A callback that raises is logged, no more."""
-        if event not in EVENTS:
-            raise ValueError(f"invalid event {event!r}: expected one of {sorted(EVENTS)}")
-        if not callable(callback):
-            raise TypeError(f"callback for {event!r} must be callable, got {callback!r}")
-        self._listeners.setdefault(event, []).append(callback)
+        self._listeners.add(event, callback)
 
     def _emit(self, event: str, ticket: Ticket) -> None:
-        callbacks = self._listeners.get(event)
-        if not callbacks:
-            return
-        record = self.store.get(ticket.id)
-        if record is None:
-            return
-        for callback in callbacks:
-            try:
-                callback(record)
-            except Exception:
-                log.exception("callback %r for event %r raised (run %d)", callback, event, ticket.id)
+        if self._listeners:
+            self._listeners.emit(event, ticket.id, self.store.get)
 
     def wait_for(self, run_id: int, timeout: float) -> bool:
         """Block until this supervisor finishes the run, or `timeout` seconds; whether it did."""
-        event = threading.Event()
-        with self._wait_lock:
-            self._waiters.setdefault(run_id, []).append(event)
-        if run_id not in self._tickets:  # registered first, so a run that ends now still wakes us
+        def ended() -> bool:
+            if run_id in self._tickets:  # held here: the loop will notify
+                return False
             record = self.store.get(run_id)
-            if record is not None and record.status.is_terminal:
-                return True
-        if event.wait(timeout):
-            return True
-        with self._wait_lock:  # timed out: leave no event behind for a long wait's next round
-            events = self._waiters.get(run_id)
-            if events is not None and event in events:
-                events.remove(event)
-                if not events:
-                    del self._waiters[run_id]
-        return False
+            return record is not None and record.status.is_terminal
+
+        return self._waiters.wait(run_id, timeout, ended)
 
     def _notify(self, run_id: int) -> None:
-        if self._waiters:
-            with self._wait_lock:
-                events = self._waiters.pop(run_id, ())
-            for event in events:
-                event.set()
+        self._waiters.notify(run_id)
 
     def cancel(self, run_id: int) -> bool:
         """Cancel a run; whether it was live. A queued, delayed or retrying run is cancelled at
@@ -973,16 +945,3 @@ def _signal_name(sig: int | None) -> str:
     except (ValueError, TypeError):
         return str(sig)
 
-
-def _tree_rss(pid: int) -> int:
-    import psutil
-
-    total = 0
-    try:
-        root = psutil.Process(pid)
-        for proc in (root, *root.children(recursive=True)):
-            with contextlib.suppress(psutil.Error):
-                total += proc.memory_info().rss
-    except psutil.Error:
-        pass
-    return total
