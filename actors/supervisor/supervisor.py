@@ -35,19 +35,19 @@ from ..durations import Duration, optional_duration, parse_duration, parse_size
 from ..errors import DuplicateJob, JobNotFound, RunNotFound, StoreError
 from ..job import Job
 from ..protocol import Assign, Cancel, Done, Failed, Progress, Ready, SetupFailed, StepDone, Stop
-from ..retry import NO_RETRY, Retry, compute_backoff
+from ..retry import NO_RETRY, Retry
 from ..run import NewRun, Outcome, RunRecord, RunStatus
 from ..stores import Changes, Finish, Store, open_store
 from .cron import CronTicks
 from .dispatch import MAX_WINDOW, TARGET_AHEAD, Estimates, Limits, ReadyQueue, Ticket
 from .notify import Listeners, Waiters
+from .outcomes import ERROR_TYPES, describe_death, settle, signal_name
 from .pool import Pool, WorkerSlot, tree_rss
 from .shutdown import SignalGuard
 
 log = logging.getLogger("actors")
 Out = TypeVar("Out")
 
-_FAILED_STATUS = {Outcome.TIMED_OUT: RunStatus.TIMED_OUT, Outcome.CANCELLED: RunStatus.CANCELLED}
 
 
 class Supervisor:
@@ -497,30 +497,14 @@ class Supervisor:
                 peak_rss: int | None = None) -> None:
         """Record the end of a ticket's current attempt and decide what follows."""
         now = time.time()
-        retry_at = None
         self._released(ticket)
         if ticket.cancelling and outcome is not Outcome.INTERRUPTED:  # the cancel was accepted first
             outcome, output = Outcome.CANCELLED, None
             error_type = "RunCancelled"
             message = message or "cancelled while running"
         charged = outcome is not Outcome.INTERRUPTED
-        if outcome is Outcome.SUCCEEDED:
-            status = RunStatus.SUCCEEDED
-        elif outcome is Outcome.INTERRUPTED:
-            status, retry_at = RunStatus.QUEUED, now
-        elif outcome is Outcome.CANCELLED:
-            status = RunStatus.CANCELLED
-        else:
-            policy = ticket.job.retry or self.default_retry
-            if outcome is Outcome.TIMED_OUT:
-                retryable = policy.on_timeout
-            elif outcome is not Outcome.FAILED:
-                retryable = policy.on_crash
-            if retryable and ticket.charged < ticket.max_attempts:
-                status = RunStatus.RETRYING
-                retry_at = now + compute_backoff(policy, ticket.charged)
-            else:
-                status = _FAILED_STATUS.get(outcome, RunStatus.FAILED)
+        status, retry_at = settle(outcome, ticket.job.retry or self.default_retry, retryable, ticket.charged,
+                                  ticket.max_attempts, now)
         if not charged:
             ticket.free += 1
         self._changes.finishes.append(Finish(
@@ -571,14 +555,14 @@ class Supervisor:
         if held:
             head, rest = held[0], held[1:]
             if target is not None and target[0] is head:
-                self._finish(head, target[1], slot, error_type=_ERROR_TYPES[target[1]], message=target[2],
+                self._finish(head, target[1], slot, error_type=ERROR_TYPES[target[1]], message=target[2],
                              exit_code=code, signal=sig, peak_rss=slot.rss or None)
             elif expected:
                 reason = "a forced shutdown" if self._state == "forcing" else "a kill for another run"
                 self._finish(head, Outcome.INTERRUPTED, slot, error_type="Interrupted",
                              message=f"the worker was stopped by {reason}", exit_code=code, signal=sig)
             else:
-                error_type, message, traceback = self._describe_death(slot, code, sig)
+                error_type, message, traceback = describe_death(slot.pid, code, sig, slot.setup_error, slot.note)
                 self._finish(head, Outcome.CRASHED, slot, error_type=error_type, message=message,
                              traceback=traceback, exit_code=code, signal=sig, peak_rss=slot.rss or None)
             for ticket in rest:  # sent ahead, never started: as if never claimed
@@ -587,7 +571,7 @@ class Supervisor:
                 ticket.attempts -= 1
                 self._after.append((ticket, RunStatus.QUEUED, None))
         elif not expected:
-            error_type, message, _ = self._describe_death(slot, code, sig)
+            error_type, message, _ = describe_death(slot.pid, code, sig, slot.setup_error, slot.note)
             log.warning("worker %d (pid %d) died: %s", slot.index, slot.pid, message)
         assert self._pool is not None
         if self._state in ("serving",):
@@ -595,16 +579,6 @@ class Supervisor:
             if delay:
                 log.warning("worker slot %d restarts in %.1f s after %d quick deaths", slot.index, delay, slot.failures)
         self._schedule_tick()
-
-    def _describe_death(self, slot: WorkerSlot, code: int | None, sig: int | None) -> tuple[str, str, str | None]:
-        if slot.setup_error is not None:
-            kind, message, traceback = slot.setup_error
-            return "WorkerSetupFailed", f"the worker could not start: {kind}: {message}", traceback
-        how = f"was killed by signal {_signal_name(sig)}" if sig is not None else f"exited with code {code}"
-        text = f"worker pid {slot.pid} {how} without reporting a result"
-        if slot.note:
-            text += f" ({slot.note})"
-        return "WorkerCrashed", text, None
 
     def _sample_memory(self) -> None:
         """Kill a worker whose tree's RSS passes max_memory; remember peaks for the attempt log."""
@@ -761,7 +735,7 @@ class Supervisor:
 
     def _on_signal(self, signum: int) -> None:
         self._signal_count += 1
-        name = _signal_name(signum)
+        name = signal_name(signum)
         if self._signal_count == 1:
             self._begin_stop(graceful=True, reason=f"received {name}")
         elif self._state != "forcing":
@@ -901,14 +875,6 @@ class Supervisor:
         }
 
 
-_ERROR_TYPES = {
-    Outcome.TIMED_OUT: "RunTimedOut",
-    Outcome.MEMORY_EXCEEDED: "MemoryExceeded",
-    Outcome.CANCELLED: "RunCancelled",
-    Outcome.CRASHED: "WorkerCrashed",
-}
-
-
 def _check_importable(found: Job[Any, Any]) -> None:
     """Workers find a job's models by reference; an interactive `__main__` (python -c, a REPL,
     a notebook) cannot be imported again there, so say so now rather than in every run."""
@@ -935,13 +901,4 @@ def _scheduled_at(now: float, delay: Duration | None, at: datetime | None) -> fl
             raise TypeError(f"at must be a datetime, got {at!r}")
         return at.timestamp()
     return 0.0
-
-
-def _signal_name(sig: int | None) -> str:
-    import signal as signals
-
-    try:
-        return signals.Signals(sig).name  # type: ignore[arg-type]
-    except (ValueError, TypeError):
-        return str(sig)
 
