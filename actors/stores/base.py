@@ -60,6 +60,8 @@ class Changes:
 
     claims: list[tuple[int, int]] = field(default_factory=list)  # (run_id, new attempt number)
     finishes: list[Finish] = field(default_factory=list)
+    # the hot path's successes, compact: (run_id, attempt, output JSON, started_at, worker_pid, peak_rss)
+    successes: list[tuple[int, int, str, float, int | None, int | None]] = field(default_factory=list)
     unclaims: list[tuple[int, int]] = field(default_factory=list)  # claimed, never started
     requeues: list[int] = field(default_factory=list)  # retrying -> queued, backoff over
     cancels: list[int] = field(default_factory=list)  # queued/retrying -> cancelled
@@ -68,7 +70,7 @@ class Changes:
     progress: list[tuple[int, float | None, str | None, str | None]] = field(default_factory=list)  # id, fraction, message, metadata JSON
 
     def __bool__(self) -> bool:
-        return bool(self.claims or self.finishes or self.unclaims or self.requeues or self.cancels or self.ends
+        return bool(self.claims or self.finishes or self.successes or self.unclaims or self.requeues or self.cancels or self.ends
                     or self.steps or self.progress)
 
 

@@ -20,6 +20,8 @@ import sqlite3
 import threading
 from typing import Any
 
+import pydantic_core
+
 from ..errors import StoreError, StoreLocked
 from ..run import Attempt, NewRun, Outcome, RunRecord, RunStatus
 from .base import SCHEMA_VERSION, Changes, Finish, Ready
@@ -116,6 +118,29 @@ _SUCCEED_RUNS = (
     f"traceback=NULL, worker_pid={_field(4)}, peak_rss={_field(5)} FROM json_each(?1) AS j "
     f"WHERE runs.id={_field(0)} AND runs.attempts={_field(1)} AND runs.status='running'"
 )
+
+
+def _json(value: Any) -> str:
+    """JSON text of a batch (pydantic-core's encoder: about 4x the standard library's speed)."""
+    return pydantic_core.to_json(value).decode()
+
+
+def _claim(ids: list[int], now: float) -> tuple[str, tuple[Any, ...]]:
+    """The claim UPDATE for a turn's runs: as a few id ranges when they are (new runs mostly
+    are consecutive), else as a JSON list."""
+    ordered = sorted(ids)
+    ranges: list[list[int]] = []
+    for run_id in ordered:
+        if ranges and run_id == ranges[-1][1] + 1:
+            ranges[-1][1] = run_id
+        else:
+            ranges.append([run_id, run_id])
+    head = "UPDATE runs SET status='running', attempts=attempts+1, started_at=? WHERE "
+    tail = " AND status IN ('queued', 'retrying')"
+    if len(ranges) <= 4:
+        where = " OR ".join("id BETWEEN ? AND ?" for _ in ranges)
+        return f"{head}({where}){tail}", (now, *(bound for pair in ranges for bound in pair))
+    return f"{head}id IN (SELECT value FROM json_each(?)){tail}", (now, _json(ids))
 
 
 class SQLiteStore:
@@ -239,16 +264,12 @@ class SQLiteStore:
         with self._write():
             if changes.claims:
                 ids = [run_id for run_id, _ in changes.claims]
-                cursor = db.execute(
-                    "UPDATE runs SET status='running', attempts=attempts+1, started_at=? "
-                    "WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('queued', 'retrying')",
-                    (now, json.dumps(ids)),
-                )
+                cursor = db.execute(*_claim(ids, now))
                 if cursor.rowcount != len(ids):
                     expected = dict(changes.claims)
                     rows = db.execute(
                         "SELECT id, status, attempts FROM runs WHERE id IN (SELECT value FROM json_each(?))",
-                        (json.dumps(ids),),
+                        (_json(ids),),
                     ).fetchall()
                     found = {row[0]: row for row in rows}
                     for run_id in ids:
@@ -260,18 +281,18 @@ class SQLiteStore:
                     "UPDATE runs SET status='queued', attempts=attempts-1 WHERE id=? AND attempts=? AND status='running'",
                     changes.unclaims,
                 )
-            if changes.finishes:
-                # small successes (the hot path) go set-based; big outputs and other endings row by row,
-                # since escaping megabytes into one JSON batch and parsing them back costs more than it saves
-                successes: list[Finish] = []
-                others: list[Finish] = []
-                for f in changes.finishes:
-                    small = f.status == "succeeded" and (f.output is None or len(f.output) < _BATCHED_OUTPUT)
-                    (successes if small else others).append(f)
-                if successes:  # the hot path: set-based, the turn's rows as one JSON array
-                    batch = json.dumps([(f.run_id, f.attempt, f.output, f.started_at, f.worker_pid, f.peak_rss)
-                                        for f in successes])
-                    db.execute(_SUCCEED_RUNS, (batch, now))
+            if changes.successes or changes.finishes:
+                # small successes (the hot path) go set-based, the turn's rows as one JSON array; big
+                # outputs and other endings row by row, since escaping megabytes into one JSON batch
+                # and parsing them back costs more than it saves
+                successes = changes.successes
+                others = changes.finishes
+                if any(len(s[2]) >= _BATCHED_OUTPUT for s in successes):
+                    others = others + [Finish(s[0], s[1], "succeeded", "succeeded", s[3], now, s[2], worker_pid=s[4],
+                                              peak_rss=s[5]) for s in successes if len(s[2]) >= _BATCHED_OUTPUT]
+                    successes = [s for s in successes if len(s[2]) < _BATCHED_OUTPUT]
+                if successes:
+                    db.execute(_SUCCEED_RUNS, (_json(successes), now))
                 for f in others:  # rare: one conditional statement each, the attempt only if accepted
                     cursor = db.execute(
                         "UPDATE runs SET status=?, output=?, finished_at=?, error_type=?, message=?, traceback=?, "

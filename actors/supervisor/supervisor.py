@@ -462,7 +462,12 @@ class Supervisor:
             slot.ahead -= ticket.estimate
             slot.runs_done += 1
             self._estimates.observe(ticket.job.name, message.seconds)
-            if kind is Done:
+            if kind is Done and not ticket.cancelling:  # the hot path, kept lean
+                self._released(ticket)
+                self._changes.successes.append(
+                    (ticket.id, ticket.attempts, message.output, ticket.claimed_at, slot.pid, message.peak_rss))
+                self._after.append((ticket, RunStatus.SUCCEEDED, None))
+            elif kind is Done:
                 self._finish(ticket, Outcome.SUCCEEDED, slot, output=message.output, peak_rss=message.peak_rss)
             else:
                 self._finish(ticket, Outcome.FAILED, slot, retryable=message.retryable, error_type=message.error_type,
