@@ -47,7 +47,13 @@ class Handle(Generic[Out]):
         return record
 
     def status(self) -> RunStatus:
+        """The run's state now; `progress()` and `record()` say more while it runs."""
         return self.record().status
+
+    def progress(self) -> tuple[float | None, str | None]:
+        """The last `ctx.progress(fraction, message)` the running job reported."""
+        record = self.record()
+        return record.progress, record.progress_message
 
     def result(self, timeout: float | None = None) -> Out:
         """Wait for the run to end and return its output (validated by the job's output type,

@@ -1015,6 +1015,7 @@ def test_progress_and_metadata_are_visible_while_the_run_is_running(db: str, tmp
             assert (seen.progress, seen.progress_message, seen.metadata) == (0.5, "halfway",
                                                                               {"stage": "resize", "pages": 4})
         assert handle.status() is RunStatus.RUNNING
+        assert handle.progress() == (0.5, "halfway")
         (tmp_path / "go").touch()
         assert handle.result(timeout=15) == "done"
 
