@@ -490,18 +490,3 @@ def test_a_submit_racing_the_start_of_serving_in_another_thread_is_never_strande
             sup.shutdown()
             serving.join(10)
             sup.close()
-
-
-def test_serving_lowers_the_switch_interval_and_restores_it(db: str):
-    import sys
-
-    seen: list[float] = []
-    before = sys.getswitchinterval()
-    with Supervisor([double], workers=1, store=db, switch_interval=0.0002) as sup:
-        sup.on("succeeded", lambda record: seen.append(sys.getswitchinterval()))
-        sup.submit(double, {"x": 1})
-        sup.serve(until="drained")
-    assert seen == [pytest.approx(0.0002)]
-    assert sys.getswitchinterval() == before
-    with pytest.raises(ValueError, match="switch_interval"):
-        Supervisor([double], store=db, switch_interval=-1)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 import threading
 import time
 import warnings
@@ -66,10 +65,6 @@ class Supervisor:
     - `poll_interval`: how often runs submitted by other processes are looked for (50 ms).
     - `max_result_size`: the largest output (JSON bytes) a run may return ("64MB"); a larger
       one fails that run with `ResultTooLarge`. Pass paths for large images, not pixels.
-    - `switch_interval`: while serving, the interpreter's GIL switch interval in seconds (0.1 ms;
-      Python's default is 5 ms). Threads that call `submit()` while the loop is busy win the GIL
-      back after each SQLite call that much sooner (about 2x the submits per second). Restored
-      when `serve()` returns; None leaves it alone.
     """
 
     def __init__(
@@ -86,7 +81,6 @@ class Supervisor:
         max_runs_per_worker: int | None = None,
         poll_interval: Duration = 0.05,
         max_result_size: int | str = "64MB",
-        switch_interval: float | None = 0.0001,
     ) -> None:
         self.jobs: dict[str, Job[Any, Any]] = {}
         for item in jobs:
@@ -108,9 +102,6 @@ class Supervisor:
         self.max_runs_per_worker = max_runs_per_worker
         self.poll_interval = parse_duration(poll_interval, what="poll_interval")
         self.max_result_size = parse_size(max_result_size)
-        if switch_interval is not None and not (isinstance(switch_interval, int | float) and switch_interval > 0):
-            raise ValueError(f"invalid switch_interval {switch_interval!r}: expected seconds > 0 or None")
-        self.switch_interval = switch_interval
         self.store = open_store(store, lock=True, durability=durability)
         self._tickets: dict[int, Ticket] = {}  # every live run known here: queued, waiting or running
         self._ready = ReadyQueue()
@@ -622,13 +613,9 @@ class Supervisor:
         self._loop, self._loop_thread = loop, threading.get_ident()
         self._finished_serving.clear()
         self._signals.save()
-        interval = sys.getswitchinterval()
-        if self.switch_interval is not None:
-            sys.setswitchinterval(self.switch_interval)
         try:
             loop.run_until_complete(self._serve())
         finally:
-            sys.setswitchinterval(interval)
             self._signals.restore()
             for timer in self._timers:
                 timer.cancel()
@@ -896,6 +883,8 @@ class Supervisor:
 def _check_importable(found: Job[Any, Any]) -> None:
     """Workers find a job's models by reference; an interactive `__main__` (python -c, a REPL,
     a notebook) cannot be imported again there, so say so now rather than in every run."""
+    import sys
+
     if getattr(sys.modules.get("__main__"), "__file__", None) is not None:
         return
     for model in (found.input_model, found.output_type):
