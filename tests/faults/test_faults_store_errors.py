@@ -182,3 +182,54 @@ def test_store_files_are_created_0600(db: str, open_umask: None) -> None:
         sup.close()
     assert Path(db).name in modes, modes
     assert modes == {name: 0o600 for name in modes}, {name: oct(mode) for name, mode in modes.items()}
+
+
+class Blob(BaseModel):
+    data: str
+
+
+@job(timeout="10s")
+def blob_size(blob: Blob) -> int:
+    return len(blob.data)
+
+
+def _fill(sup: Supervisor) -> None:
+    """Cap the database where it stands: SQLite then reports "database or disk is full"."""
+    pages = sup.store._db.execute("PRAGMA page_count").fetchone()[0]  # type: ignore[attr-defined]
+    sup.store._db.execute(f"PRAGMA max_page_count = {pages + 2}")  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(60)
+def test_a_full_store_refuses_submit_clearly_and_keeps_what_it_had(db: str) -> None:
+    sup = Supervisor([blob_size], workers=1, store=db)
+    try:
+        kept = sup.submit(blob_size, {"data": "x" * 10})
+        _fill(sup)
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="full"):
+            for _ in range(20):
+                sup.submit(blob_size, {"data": "y" * 20_000})
+        assert time.monotonic() - started < 5
+        sup.store._db.execute("PRAGMA max_page_count = 1073741823")  # type: ignore[attr-defined]
+        sup.serve(until="drained")
+        assert kept.result(timeout=0) == 10  # what was stored before is intact and runs
+    finally:
+        sup.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_store_that_fills_while_serving_stops_the_supervisor_instead_of_spinning(db: str) -> None:
+    sup = Supervisor([blob_size], workers=1, store=db)
+    try:
+        handles = sup.submit_many(blob_size, [{"data": "z" * 30_000} for _ in range(3)])
+        _fill(sup)
+        sup.store._db.execute("PRAGMA max_page_count = 1")  # type: ignore[attr-defined]  # no room at all
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="full"):
+            sup.serve(until="drained")
+        assert time.monotonic() - started < 10
+    finally:
+        sup.close()
+    with Supervisor([blob_size], workers=1, store=db) as again:  # a new start finds every run
+        again.serve(until="drained")
+        assert [again.run(h.id).status for h in handles] == [RunStatus.SUCCEEDED] * 3
