@@ -12,6 +12,10 @@ Group commit: readers and timers only record changes; `_tick`, scheduled once pe
 commits everything of that turn in one transaction and only then acts on it (sends runs to
 workers, wakes waiters, arms retry timers). So every state change is durable before anything
 depends on it.
+
+The pieces it wires: `dispatch.py` (tickets, the ready queue, windows, limits), `pool.py`
+(worker processes and pipes), `outcomes.py` (what follows an attempt), `notify.py` (listeners
+and waiting threads), `cron.py` (schedules), `shutdown.py` (signals), and a `Store`.
 """
 
 from __future__ import annotations
