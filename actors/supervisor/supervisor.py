@@ -785,7 +785,9 @@ class Supervisor:
         self._finished_serving.wait(timeout)
 
     def close(self) -> None:
-        """Stop serving if serving, then release the store."""
+        """Stop serving if serving (waiting for it), then release the store."""
+        if self._loop is not None and self._loop_thread == threading.get_ident():
+            raise RuntimeError("close() was called from inside serve(); call shutdown() there instead")
         if self._loop is not None:
             self.shutdown(graceful=True)
         self.store.close()
