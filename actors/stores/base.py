@@ -54,6 +54,13 @@ class Finish(NamedTuple):
     charged: bool = True
 
 
+def success_as_finish(row: tuple[int, int, str, float, int | None, int | None], now: float) -> Finish:
+    """A compact success row (see `Changes.successes`) as a full Finish, for the general path."""
+    run_id, attempt, output, started_at, worker_pid, peak_rss = row
+    return Finish(run_id, attempt, "succeeded", "succeeded", started_at, now, output, worker_pid=worker_pid,
+                  peak_rss=peak_rss)
+
+
 @dataclass(slots=True)
 class Changes:
     """One loop turn's writes, committed together."""

@@ -10,7 +10,7 @@ import json
 import threading
 
 from ..run import Attempt, NewRun, Outcome, RunRecord, RunStatus
-from .base import Changes, Finish, Ready
+from .base import Changes, Ready, success_as_finish
 
 _PENDING = (RunStatus.QUEUED, RunStatus.RETRYING)
 _LIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING)
@@ -78,10 +78,7 @@ class MemoryStore:
                 run = runs.get(run_id)
                 if run is not None and run.status is RunStatus.RUNNING and run.attempts == attempt:
                     run.status, run.attempts = RunStatus.QUEUED, attempt - 1
-            finishes = changes.finishes + [
-                Finish(s[0], s[1], "succeeded", "succeeded", s[3], now, s[2], worker_pid=s[4], peak_rss=s[5])
-                for s in changes.successes
-            ]
+            finishes = changes.finishes + [success_as_finish(s, now) for s in changes.successes]
             for f in finishes:
                 run = runs.get(f.run_id)
                 if run is None or run.status is not RunStatus.RUNNING or run.attempts != f.attempt:

@@ -24,7 +24,7 @@ import pydantic_core
 
 from ..errors import StoreError, StoreLocked
 from ..run import Attempt, NewRun, Outcome, RunRecord, RunStatus
-from .base import SCHEMA_VERSION, Changes, Finish, Ready
+from .base import SCHEMA_VERSION, Changes, Ready, success_as_finish
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -227,11 +227,8 @@ class SQLiteStore:
                     raise StoreError(f"cannot write store {self.path}: {exc}") from exc
         with self._write():
             if plain:
-                if len(rows) == 1:
-                    last = db.execute(sql, rows[0]).lastrowid
-                else:
-                    db.executemany(sql, rows)
-                    last = db.execute("SELECT max(id) FROM runs").fetchone()[0]
+                db.executemany(sql, rows)
+                last = db.execute("SELECT max(id) FROM runs").fetchone()[0]
                 assert last is not None
                 # one writer inside one transaction: the rows got consecutive ids ending at `last`
                 return [(run_id, True) for run_id in range(last - len(rows) + 1, last + 1)]
@@ -288,8 +285,7 @@ class SQLiteStore:
                 successes = changes.successes
                 others = changes.finishes
                 if any(len(s[2]) >= _BATCHED_OUTPUT for s in successes):
-                    others = others + [Finish(s[0], s[1], "succeeded", "succeeded", s[3], now, s[2], worker_pid=s[4],
-                                              peak_rss=s[5]) for s in successes if len(s[2]) >= _BATCHED_OUTPUT]
+                    others = others + [success_as_finish(s, now) for s in successes if len(s[2]) >= _BATCHED_OUTPUT]
                     successes = [s for s in successes if len(s[2]) < _BATCHED_OUTPUT]
                 if successes:
                     db.execute(_SUCCEED_RUNS, (_json(successes), now))
@@ -308,14 +304,14 @@ class SQLiteStore:
             if changes.requeues:
                 db.execute(
                     "UPDATE runs SET status='queued' WHERE id IN (SELECT value FROM json_each(?)) AND status='retrying'",
-                    (json.dumps(changes.requeues),),
+                    (_json(changes.requeues),),
                 )
             if changes.cancels:
                 db.execute(
                     "UPDATE runs SET status='cancelled', finished_at=?, error_type='RunCancelled', "
                     "message='cancelled before it started' "
                     "WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('queued', 'retrying')",
-                    (now, json.dumps(changes.cancels)),
+                    (now, _json(changes.cancels)),
                 )
             if changes.ends:
                 db.executemany(

@@ -194,9 +194,9 @@ class Supervisor:
     def _store_runs(self, found: Job[Any, Out], rows: list[NewRun]) -> list[Handle[Out]]:
         if not rows:
             return []
-        stored = self.store.insert(rows, time.time())
-        effective_timeout = rows[0].timeout if rows[0].timeout is not None else found.timeout
         now = time.time()
+        stored = self.store.insert(rows, now)
+        effective_timeout = rows[0].timeout if rows[0].timeout is not None else found.timeout
         tickets = [Ticket(run_id, found, row.input, row.priority, 0, 0, row.max_attempts or 1, effective_timeout,
                           row.scheduled_at or now, row.version)
                    for (run_id, created), row in zip(stored, rows, strict=True) if created]
@@ -446,10 +446,9 @@ class Supervisor:
         slot.head_started = time.monotonic()
         if self._loop is None or not slot.ready:
             return  # a starting worker's fork and setup are not the run's time: armed on Ready
-        if head.cancelling:
-            slot.deadline = self._loop.call_later(self.kill_grace, self._on_cancel_deadline, slot, head)
-        elif head.timeout is not None:
-            slot.deadline = self._loop.call_later(head.timeout, self._on_deadline, slot, head)
+        delay = self.kill_grace if head.cancelling else head.timeout
+        if delay is not None:
+            slot.deadline = self._loop.call_later(delay, self._on_deadline, slot, head)
 
     # -- results ----------------------------------------------------------------------------
 
@@ -534,19 +533,16 @@ class Supervisor:
     # -- deaths, deadlines and limits -------------------------------------------------------
 
     def _on_deadline(self, slot: WorkerSlot, ticket: Ticket) -> None:
+        """The running run's timeout, or the grace after a cancel, is over: kill its worker."""
         slot.deadline = None
         if not slot.inflight or slot.inflight[0] is not ticket or slot.terminating:
             return
-        elapsed = time.monotonic() - slot.head_started
-        slot.kill_target = (ticket, Outcome.TIMED_OUT, f"timed out after {elapsed:.3f} s (timeout {ticket.timeout} s)")
-        assert self._pool is not None
-        self._pool.terminate(slot)
-
-    def _on_cancel_deadline(self, slot: WorkerSlot, ticket: Ticket) -> None:
-        slot.deadline = None
-        if not slot.inflight or slot.inflight[0] is not ticket or slot.terminating:
-            return
-        slot.kill_target = (ticket, Outcome.CANCELLED, f"cancelled while running; killed after {self.kill_grace} s")
+        if ticket.cancelling:
+            slot.kill_target = (ticket, Outcome.CANCELLED, f"cancelled while running; killed after {self.kill_grace} s")
+        else:
+            elapsed = time.monotonic() - slot.head_started
+            slot.kill_target = (ticket, Outcome.TIMED_OUT,
+                                f"timed out after {elapsed:.3f} s (timeout {ticket.timeout} s)")
         assert self._pool is not None
         self._pool.terminate(slot)
 
