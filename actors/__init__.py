@@ -23,6 +23,7 @@ from .errors import (
     SoftTimeout,
     StoreError,
     StoreLocked,
+    SupervisorCrashed,
 )
 from .job import Job, Priority, job
 from .retry import Retry, compute_backoff, retry
@@ -38,7 +39,7 @@ __all__ = [
     # stores
     "Store", "SQLiteStore", "MemoryStore",
     # errors
-    "ActorsError", "JobNotFound", "DuplicateJob", "StoreError", "StoreLocked", "RunNotFound", "RunError",
+    "ActorsError", "JobNotFound", "DuplicateJob", "StoreError", "StoreLocked", "SupervisorCrashed", "RunNotFound", "RunError",
     "RunFailed", "RunTimedOut", "RunCancelled", "SoftTimeout",
     # helpers
     "compute_backoff", "parse_duration",

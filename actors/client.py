@@ -18,6 +18,7 @@ from .errors import JobNotFound, RunCancelled, RunFailed, RunNotFound, RunTimedO
 from .job import Job
 from .run import NewRun, RunRecord, RunStatus
 from .stores import Store, open_store
+from .stores.base import BY_NAME
 
 if TYPE_CHECKING:
     from .supervisor.supervisor import Supervisor
@@ -130,7 +131,8 @@ class Client:
                 rows.append(NewRun(name, text, prio, None, run_timeout, 0.0, known.version, None,
                                    known.unique_key(text)))
             else:  # the worker validates it; an invalid one fails its run, saying why
-                rows.append(NewRun(name, value if isinstance(value, str) else _json(value), prio, None, run_timeout))
+                rows.append(NewRun(name, value if isinstance(value, str) else _json(value), prio, None, run_timeout,
+                                   version=BY_NAME))
         stored = self.store.insert(rows, time.time())
         return [Handle(self.store, run_id, known) for run_id, _ in stored]
 

@@ -4,6 +4,11 @@ A job that takes a second parameter gets one per attempt, in the worker. It carr
 the attempt number and the job name, a logger whose records carry them, the per-worker
 resource made by the job's `setup`, memoized steps, progress and metadata (sent to the
 supervisor, which stores them while the run is still running), and `cancelled`.
+
+What it sends must be storable as it is, since the supervisor writes it without looking: a step
+value or metadata that JSON cannot carry (a lone surrogate in a string, a NaN, an infinity) is
+a TypeError in the job, where it can be handled; a progress message is free text, so a lone
+surrogate in it is escaped instead (`protocol.storable`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from typing import Any, TypeVar
 
 import pydantic_core
 
-from .protocol import Progress, StepDone
+from .errors import SoftTimeout
+from .job import find_nonfinite
+from .protocol import Progress, StepDone, storable
 
 T = TypeVar("T")
 _log = logging.getLogger("actors.job")
@@ -64,10 +71,7 @@ class Context:
         if name in self._steps:
             return json.loads(self._steps[name])
         value = fn()
-        try:
-            text = pydantic_core.to_json(value).decode()
-        except Exception as exc:
-            raise TypeError(f"step {name!r} returned a value that cannot be stored as JSON: {exc}") from exc
+        text = _to_json(value, f"step {name!r} returned a value that")
         self._check_size(f"step {name!r}", text)
         self._steps[name] = text
         self._send(StepDone(self.run_id, self.attempt, name, text))
@@ -78,14 +82,13 @@ class Context:
         and `Supervisor.run()` while the run is running."""
         if fraction is not None and not 0.0 <= float(fraction) <= 1.0:
             raise ValueError(f"invalid progress {fraction!r}: expected a fraction between 0 and 1")
+        if message is not None:
+            message = storable(str(message))
         self._send(Progress(self.run_id, self.attempt, None if fraction is None else float(fraction), message, None))
 
     def metadata(self, **values: Any) -> None:
         """Attach JSON-serializable values to the run (merged with earlier ones)."""
-        try:
-            text = pydantic_core.to_json(values).decode()
-        except Exception as exc:
-            raise TypeError(f"metadata cannot be stored as JSON: {exc}") from exc
+        text = _to_json(values, "metadata")
         self._check_size("metadata", text)
         self._send(Progress(self.run_id, self.attempt, None, None, text))
 
@@ -96,3 +99,19 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<Context run={self.run_id} attempt={self.attempt} job={self.job}>"
+
+
+def _to_json(value: Any, what: str) -> str:
+    """JSON text of a step's value or of metadata, or a TypeError saying why it has none."""
+    try:
+        raw = pydantic_core.to_json(value)  # fails on a lone surrogate; writes NaN and Infinity as such
+    except SoftTimeout:
+        raise  # the job's soft timeout, which only happened to expire here
+    except Exception as exc:
+        raise TypeError(f"{what} cannot be stored as JSON: {exc}") from exc
+    if b"NaN" in raw or b"Infinity" in raw:  # else the store would hold text that is not JSON
+        found = find_nonfinite(pydantic_core.to_jsonable_python(value, serialize_unknown=True))
+        if found is not None:
+            raise TypeError(f"{what} cannot be stored as JSON: {found[1]} at {list(found[0])} (JSON has no NaN "
+                            f"or Infinity)")
+    return raw.decode()

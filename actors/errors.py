@@ -23,6 +23,12 @@ class StoreLocked(StoreError):
     """Raised when another live supervisor already serves this store file."""
 
 
+class SupervisorCrashed(ActorsError):
+    """Raised by `serve()` when an unexpected error escaped the supervisor's loop: it stopped
+    rather than serve on with a turn's changes lost. What was committed is intact; runs it held
+    are found `running` by the next start and queued again."""
+
+
 class RunNotFound(ActorsError, LookupError):
     """Raised when a run id does not exist in the store."""
 

@@ -5,17 +5,26 @@ is the return annotation (a model or anything `pydantic.TypeAdapter` validates: 
 `list[str]`, `None`...). An optional second parameter receives the run's `Context`. Inputs are
 validated at `submit` (in the caller) and outputs in the worker, so the supervisor only moves
 JSON text.
+
+JSON has no NaN or infinity and pydantic writes both as `null`, so a float that is not finite
+would come back as something else or fail its own model when read. Both sides refuse it with a
+`pydantic.ValidationError` (type `finite_number`) instead: at submit, and in the worker where
+it fails the run as `OutputValidationError`. The check costs a substring search on the JSON
+text; only text that holds a `null` is looked at further.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import typing
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, overload
 
-from pydantic import BaseModel, TypeAdapter
+import pydantic_core
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 
 from .durations import Duration, optional_duration, parse_rate
 from .retry import Retry
@@ -39,6 +48,41 @@ def check_cron(expression: str, job_name: str) -> None:
 
     if not isinstance(expression, str) or not croniter.is_valid(expression):
         raise ValueError(f"job {job_name!r}: invalid cron expression {expression!r}")
+
+
+def find_nonfinite(data: Any) -> tuple[tuple[int | str, ...], float] | None:
+    """Where python data (a python-mode dump: dicts, lists, tuples, sets, floats) holds a NaN or
+    an infinity, and that value; None when it holds neither. A dump in C is searched first, so
+    the walk in Python runs only when one is there (or a string holds the word)."""
+    try:
+        text = pydantic_core.to_json(data, inf_nan_mode="constants", bytes_mode="base64", serialize_unknown=True)
+    except Exception:  # what only the model's own serializer can write: walk it all
+        return _walk(data, ())
+    return _walk(data, ()) if b"NaN" in text or b"Infinity" in text else None
+
+
+def _walk(data: Any, loc: tuple[int | str, ...]) -> tuple[tuple[int | str, ...], float] | None:
+    if isinstance(data, float):
+        return None if math.isfinite(data) else (loc, data)
+    if isinstance(data, dict):
+        items: Any = data.items()
+    elif isinstance(data, (list, tuple, set, frozenset)):
+        items = enumerate(data)
+    else:
+        return None
+    for key, item in items:
+        found = _walk(item, (*loc, key if isinstance(key, (int, str)) else repr(key)))
+        if found is not None:
+            return found
+    return None
+
+
+def _refuse_nonfinite(data: Any, title: str, job_name: str) -> None:
+    found = find_nonfinite(data)
+    if found is not None:
+        error = PydanticCustomError("finite_number", "NaN and Infinity cannot be stored as JSON (job {job})",
+                                    {"job": repr(job_name)})
+        raise ValidationError.from_exception_data(title, [{"type": error, "loc": found[0], "input": found[1]}])
 
 
 class Job(Generic[In, Out]):
@@ -145,10 +189,14 @@ class Job(Generic[In, Out]):
         return f"<Job {self.name} ({self.input_model.__name__}) -> {getattr(self.output_type, '__name__', self.output_type)}>"
 
     def validate_input(self, value: Any) -> str:
-        """The input as JSON text, validated by the input model (raises pydantic.ValidationError)."""
+        """The input as JSON text, validated by the input model (raises pydantic.ValidationError,
+        also for a NaN or an infinity anywhere in it)."""
         if type(value) is not self.input_model:
             value = self.input_model.model_validate(value)
-        return value.model_dump_json()
+        text = value.model_dump_json()
+        if "null" in text:  # where a NaN or an infinity would have gone
+            _refuse_nonfinite(value.model_dump(), self.input_model.__name__, self.name)
+        return text
 
     def unique_key(self, input_json: str) -> str | None:
         """The key that makes a run unique while live (`unique=`), from its validated input."""
@@ -156,11 +204,21 @@ class Job(Generic[In, Out]):
             return None
         if self.unique is True:
             return hashlib.sha256(input_json.encode()).hexdigest()
-        return repr(self.unique(self.input_model.model_validate_json(input_json)))
+        try:
+            return repr(self.unique(self.input_model.model_validate_json(input_json)))
+        except Exception as exc:  # the user's function: say whose it is
+            raise ValueError(f"job {self.name!r}: its unique= function raised {type(exc).__name__}: {exc}") from exc
 
     def output_json(self, value: Any) -> str:
-        """Validate a returned value against the output type and serialize it (runs in the worker)."""
-        return self.output_adapter.dump_json(self.output_adapter.validate_python(value)).decode()
+        """Validate a returned value against the output type and serialize it (runs in the worker);
+        a NaN or an infinity anywhere in it raises pydantic.ValidationError."""
+        adapter = self.output_adapter
+        value = adapter.validate_python(value)
+        text = adapter.dump_json(value).decode()
+        if "null" in text:  # where a NaN or an infinity would have gone
+            _refuse_nonfinite(adapter.dump_python(value), getattr(self.output_type, "__name__", None)
+                              or repr(self.output_type), self.name)
+        return text
 
     def parse_output(self, text: str) -> Out:
         """The stored JSON output back as the output type."""

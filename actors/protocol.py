@@ -101,6 +101,21 @@ class Failed(NamedTuple):
     peak_rss: int
 
 
+def storable(text: str) -> str:
+    """`text` with any lone surrogate (a `surrogateescape`d byte from a file name, a bad literal)
+    written as a visible backslash escape such as `\\ud800`: the store encodes text as UTF-8,
+    which has no surrogates, and one such character would otherwise fail the supervisor's write.
+    `backslashreplace` keeps every other character as it was and still shows which code point it
+    was, where `replace` would leave a bare `?`; ASCII text (the common case) is returned as is."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
 def encode(message: Any) -> bytes:
     """One frame: length header + pickle."""
     body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)

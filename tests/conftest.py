@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -88,3 +89,32 @@ def workers_of(pid: int | None = None) -> list[psutil.Process]:
         except psutil.Error:
             continue
     return found
+
+
+class _LoopErrors(logging.Handler):
+    """Collects what a supervisor's loop reported as an exception escaping a callback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "actors_loop_error", False):
+            self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_loop_errors(request: pytest.FixtureRequest):
+    """Fail any test during which a supervisor in this process reported an exception escaping its
+    loop (a broken turn must never pass unnoticed); a test that provokes one on purpose is marked
+    `@pytest.mark.loop_errors`."""
+    handler = _LoopErrors()
+    logger = logging.getLogger("actors")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+    if handler.records and request.node.get_closest_marker("loop_errors") is None:
+        pytest.fail("a supervisor's loop reported an exception: "
+                    + "; ".join(record.getMessage() for record in handler.records), pytrace=False)

@@ -212,3 +212,12 @@ def test_repr_names_the_job_and_its_models():
 
 def test_job_signature_check_uses_the_real_signature():
     assert list(inspect.signature(with_context.fn).parameters) == ["thumb", "ctx"]
+
+
+def test_a_unique_function_that_raises_is_a_value_error_naming_the_job():
+    @job(name="picky", unique=lambda t: t.missing_attribute)
+    def picky(t: Thumb) -> int:
+        return 1
+
+    with pytest.raises(ValueError, match=r"job 'picky': its unique= function raised AttributeError"):
+        picky.unique_key('{"src": "a"}')

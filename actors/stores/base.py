@@ -31,6 +31,11 @@ class Ready(NamedTuple):
     scheduled_at: float
     status: str
     version: int
+    interrupted: bool = False  # its last attempt was interrupted (the next one in a row is charged)
+
+
+BY_NAME = 0  # the version of a run submitted by job name: the serving supervisor fills in its job's
+DUPLICATE = "a live run of this job has the same unique key"
 
 
 class Finish(NamedTuple):
@@ -61,10 +66,21 @@ def success_as_finish(row: tuple[int, int, str, float, int | None, int | None], 
                   peak_rss=peak_rss)
 
 
+def interrupted_message(again: bool) -> str:
+    """What the attempt log says of an attempt whose supervisor died (see `Store.recover`)."""
+    if again:
+        return ("the supervisor running this attempt died, as during the attempt before: charged, so a run "
+                "that takes its supervisor down runs out of attempts")
+    return "the supervisor running this attempt died"
+
+
 @dataclass(slots=True)
 class Changes:
     """One loop turn's writes, committed together."""
 
+    # runs submitted by job name (version 0) take the serving job's (run_id, version, unique key);
+    # one whose unique key is already live is cancelled as a duplicate (its claim is then lost)
+    adopts: list[tuple[int, int, str | None]] = field(default_factory=list)
     claims: list[tuple[int, int]] = field(default_factory=list)  # (run_id, new attempt number)
     finishes: list[Finish] = field(default_factory=list)
     # the hot path's successes, compact: (run_id, attempt, output JSON, started_at, worker_pid, peak_rss)
@@ -77,7 +93,7 @@ class Changes:
     progress: list[tuple[int, float | None, str | None, str | None]] = field(default_factory=list)  # id, fraction, message, metadata JSON
 
     def __bool__(self) -> bool:
-        return bool(self.claims or self.finishes or self.successes or self.unclaims or self.requeues or self.cancels or self.ends
+        return bool(self.adopts or self.claims or self.finishes or self.successes or self.unclaims or self.requeues or self.cancels or self.ends
                     or self.steps or self.progress)
 
 
@@ -102,7 +118,8 @@ class Store(Protocol):
 
     def recover(self, now: float) -> int:
         """Runs left `running` by a dead supervisor go back to `queued`, their attempt
-        recorded `interrupted` (not charged); how many."""
+        recorded `interrupted`: free, unless the attempt before it was interrupted too (then it
+        is charged, so a run that kills its supervisor every time runs out of attempts); how many."""
         ...
 
     def load_ready(self, after_id: int = 0) -> list[Ready]:

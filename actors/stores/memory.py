@@ -10,7 +10,7 @@ import json
 import threading
 
 from ..run import Attempt, NewRun, Outcome, RunRecord, RunStatus
-from .base import Changes, Ready, success_as_finish
+from .base import BY_NAME, DUPLICATE, Changes, Ready, interrupted_message, success_as_finish
 
 _PENDING = (RunStatus.QUEUED, RunStatus.RETRYING)
 _LIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING)
@@ -68,6 +68,21 @@ class MemoryStore:
         lost: set[int] = set()
         runs = self._runs
         with self._lock:
+            for run_id, version, unique_key in changes.adopts:
+                run = runs.get(run_id)
+                if run is None or run.version != BY_NAME:
+                    continue
+                if unique_key is not None and any(
+                    other.id != run_id and other.status in _LIVE and self._unique.get(other.id) == (run.job, unique_key)
+                    for other in runs.values()
+                ):
+                    if run.status in _PENDING:
+                        run.status, run.finished_at = RunStatus.CANCELLED, now
+                        run.error_type, run.message = "DuplicateRun", DUPLICATE
+                    continue
+                run.version = version
+                if unique_key is not None:
+                    self._unique[run_id] = (run.job, unique_key)
             for run_id, attempt in changes.claims:
                 run = runs.get(run_id)
                 if run is None or run.status not in _PENDING or run.attempts + 1 != attempt:
@@ -135,10 +150,11 @@ class MemoryStore:
         with self._lock:
             for run in self._runs.values():
                 if run.status is RunStatus.RUNNING:
+                    again = _last_interrupted(run, run.attempts - 1)
                     run.attempt_log.append(Attempt(run.attempts, run.started_at or now, now, Outcome.INTERRUPTED,
-                                                   "Interrupted", "the supervisor running this attempt died"))
+                                                   "Interrupted", interrupted_message(again)))
                     run.status = RunStatus.QUEUED
-                    self._free[run.id] += 1
+                    self._free[run.id] += 0 if again else 1
                     count += 1
         return count
 
@@ -146,7 +162,7 @@ class MemoryStore:
         with self._lock:
             return [
                 Ready(r.id, r.job, r.input, r.priority, r.attempts, self._free[r.id], r.max_attempts, r.timeout,
-                      r.scheduled_at, str(r.status), r.version)
+                      r.scheduled_at, str(r.status), r.version, _last_interrupted(r, r.attempts))
                 for r in self._runs.values()
                 if r.id > after_id and r.status in _PENDING
             ]
@@ -196,3 +212,8 @@ class MemoryStore:
 
     def close(self) -> None:
         pass
+
+
+def _last_interrupted(run: RunRecord, number: int) -> bool:
+    """Whether the run's attempt `number` ended interrupted."""
+    return any(a.number == number and a.outcome is Outcome.INTERRUPTED for a in run.attempt_log[-2:])

@@ -3,6 +3,9 @@
 - WAL with synchronous=NORMAL: a commit survives any process crash (`durability="full"` makes
   it synchronous=FULL, which also survives power loss). Writes begin IMMEDIATE.
 - Files are created 0600; the schema version lives in `PRAGMA user_version`.
+- Other people's files are left alone: ours carry `PRAGMA application_id` 0x41435452 ("ACTR"),
+  and a path is inspected read-only before anything is created or changed in it (the serving
+  lock, WAL, tables). A non-empty file that is not ours is refused and stays byte-identical.
 - No index on `status`: keeping one costs every claim and finish more than it saves; the
   queries that filter by status run at start (about 60 ms per million runs) or for inspection.
 - Two supervisors never serve one file: the serving supervisor holds an exclusive `flock` on
@@ -18,13 +21,14 @@ import json
 import os
 import sqlite3
 import threading
+import urllib.parse
 from typing import Any
 
 import pydantic_core
 
 from ..errors import StoreError, StoreLocked
 from ..run import Attempt, NewRun, Outcome, RunRecord, RunStatus
-from .base import SCHEMA_VERSION, Changes, Ready, success_as_finish
+from .base import DUPLICATE, SCHEMA_VERSION, Changes, Ready, interrupted_message, success_as_finish
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -104,6 +108,11 @@ _INSERT_ATTEMPT = (
 )
 
 
+# Whether a run's attempt `number` ended interrupted (a primary-key lookup per run).
+_LAST_INTERRUPTED = ("EXISTS (SELECT 1 FROM attempts AS a WHERE a.run_id = runs.id AND a.number = {number} "
+                     "AND a.outcome = 'interrupted')")
+
+
 def _field(index: int) -> str:
     return f"json_extract(j.value, '$[{index}]')"
 
@@ -143,6 +152,87 @@ def _claim(ids: list[int], now: float) -> tuple[str, tuple[Any, ...]]:
     return f"{head}id IN (SELECT value FROM json_each(?)){tail}", (now, _json(ids))
 
 
+# Our mark in the file header ("ACTR"), set with the schema. Stores made before the mark have
+# application_id 0: they are recognised by their schema (version 1, our tables) and stamped.
+APPLICATION_ID = 0x41435452
+_UNMARKED_VERSION = 1
+_OUR_TABLES = {"runs", "attempts", "steps"}
+_OUR_RUN_COLUMNS = {"job", "status", "input", "attempts", "scheduled_at"}
+
+
+def _not_ours(path: str, why: str) -> StoreError:
+    return StoreError(f"{path} is not an actors store ({why}); it was left untouched")
+
+
+def _newer(path: str, version: int) -> StoreError:
+    return StoreError(f"store {path} has schema version {version}, newer than this actors ({SCHEMA_VERSION}); "
+                      "it was left untouched")
+
+
+def _inspect(path: str) -> None:
+    """Raise StoreError unless `path` is missing, empty or one of our stores; reads only."""
+    if os.path.isdir(path):
+        raise StoreError(f"store {path} is a directory, not an SQLite file")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise StoreError(f"cannot create store {path}: directory {directory} does not exist")
+    try:
+        with open(path, "rb") as file:
+            header = file.read(100)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot read store {path}: {exc.strerror}") from exc
+    if not header:
+        return  # an empty file is made ours
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        raise _not_ours(path, "not a database: it has no SQLite header")
+    mark, version = int.from_bytes(header[68:72], "big"), int.from_bytes(header[60:64], "big")
+    tables: set[str] = set()
+    columns: set[str] = set()
+    if mark != APPLICATION_ID:
+        mark, version, tables, columns = _read_marks(path)
+    if mark == APPLICATION_ID:
+        if version > SCHEMA_VERSION:
+            raise _newer(path, version)
+        return
+    if mark == 0 and version == 0 and not tables:
+        return  # an SQLite file with nothing in it
+    if mark == 0 and version == _UNMARKED_VERSION and tables >= _OUR_TABLES and columns >= _OUR_RUN_COLUMNS:
+        return  # made before the mark: stamped when opened
+    if mark != 0:
+        raise _not_ours(path, f"an SQLite database with application_id {mark}")
+    raise _not_ours(path, f"an SQLite database with tables of its own: {', '.join(sorted(tables)) or 'none'}")
+
+
+def _read_marks(path: str) -> tuple[int, int, set[str], set[str]]:
+    """application_id, user_version, table names and the columns of `runs`, asked of SQLite
+    read-only: the header may be older than pages in a -wal file. With no -wal to read,
+    `immutable` also keeps SQLite from taking locks or creating a -shm beside the file."""
+    query = "mode=ro" if os.path.exists(path + "-wal") else "mode=ro&immutable=1"
+    try:
+        db = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?{query}", uri=True)
+        try:
+            mark = db.execute("PRAGMA application_id").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            columns = {row[0] for row in db.execute("SELECT name FROM pragma_table_info('runs')")}
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot use store {path}: {exc}; it was left untouched") from exc
+    return mark, version, tables, columns
+
+
+def _create(path: str) -> None:
+    """Create a missing store file, private to its owner (0600)."""
+    if not os.path.exists(path):
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        except OSError as exc:
+            raise StoreError(f"cannot create store {path}: {exc.strerror} (is its directory writable?)") from exc
+
+
 class SQLiteStore:
     """A `Store` in one SQLite file. `lock=True` (the supervisor's) takes the serving lock."""
 
@@ -154,29 +244,33 @@ class SQLiteStore:
         self.path = os.fspath(path)
         self._mutex = threading.RLock()
         self._lock_fd: int | None = None
+        _inspect(self.path)  # before anything is created or changed: the lock, the file, WAL
         if lock:
             self._take_lock()
+        db: sqlite3.Connection | None = None
         try:
-            if not os.path.exists(self.path):
-                os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            _create(self.path)
+            self._db = db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise StoreError(f"store {self.path} has schema version {version}, newer than this actors ({SCHEMA_VERSION})")
-            if version < SCHEMA_VERSION:
-                with self._write():
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            self._db.execute("SELECT count(*) FROM runs WHERE id < 0").fetchone()
-        except sqlite3.Error as exc:
+                raise _newer(self.path, version)  # its header was older than its -wal
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+            if version < SCHEMA_VERSION or db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+                with self._write():  # schema, version and mark in one transaction
+                    if version < SCHEMA_VERSION:
+                        for statement in _SCHEMA.split(";"):
+                            if statement.strip():
+                                db.execute(statement)
+                        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                    db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            db.execute("SELECT count(*) FROM runs WHERE id < 0").fetchone()
+        except BaseException as exc:
+            if db is not None:
+                db.close()
             self._release_lock()
-            raise StoreError(f"cannot use store {self.path}: {exc}") from exc
-        except BaseException:
-            self._release_lock()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot use store {self.path}: {exc}") from exc
             raise
         self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
 
@@ -187,7 +281,8 @@ class SQLiteStore:
         try:
             fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
         except OSError as exc:
-            raise StoreError(f"cannot use store {self.path}: cannot create {lock_path}: {exc}") from exc
+            raise StoreError(f"cannot serve store {self.path}: cannot create its lock file {lock_path}: "
+                             f"{exc.strerror} (is its directory writable?)") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -259,6 +354,16 @@ class SQLiteStore:
         db = self._db
         lost: set[int] = set()
         with self._write():
+            for run_id, version, unique_key in changes.adopts:
+                if unique_key is not None and db.execute(
+                    "SELECT 1 FROM runs AS o, runs AS r WHERE r.id=?1 AND o.job=r.job AND o.unique_key=?2 "
+                    "AND o.status IN ('queued', 'running', 'retrying') AND o.id<>?1", (run_id, unique_key),
+                ).fetchone():
+                    db.execute("UPDATE runs SET status='cancelled', finished_at=?, error_type='DuplicateRun', "
+                               "message=? WHERE id=? AND status IN ('queued', 'retrying')", (now, DUPLICATE, run_id))
+                else:
+                    db.execute("UPDATE runs SET version=?, unique_key=? WHERE id=? AND version=0",
+                               (version, unique_key, run_id))
             if changes.claims:
                 ids = [run_id for run_id, _ in changes.claims]
                 cursor = db.execute(*_claim(ids, now))
@@ -333,25 +438,29 @@ class SQLiteStore:
     def recover(self, now: float) -> int:
         with self._write():
             rows = self._db.execute(
-                "SELECT id, attempts, started_at FROM runs WHERE status='running'"
+                f"SELECT id, attempts, started_at, {_LAST_INTERRUPTED.format(number='attempts - 1')} "
+                "FROM runs WHERE status='running'"
             ).fetchall()
             self._db.executemany(
                 _INSERT_ATTEMPT,
                 [
                     (run_id, attempt, started, now, Outcome.INTERRUPTED.value, "Interrupted",
-                     "the supervisor running this attempt died", None, None, None, None, None)
-                    for run_id, attempt, started in rows
+                     interrupted_message(bool(again)), None, None, None, None, None)
+                    for run_id, attempt, started, again in rows
                 ],
             )
-            self._db.execute(
-                "UPDATE runs SET status='queued', free_attempts=free_attempts+1 WHERE status='running'"
+            self._db.execute(  # one statement even with no rows: a read-only store is refused here
+                "UPDATE runs SET status='queued', "
+                f"free_attempts=free_attempts + NOT {_LAST_INTERRUPTED.format(number='attempts - 1')} "
+                "WHERE status='running'"
             )
         return len(rows)
 
     def load_ready(self, after_id: int = 0) -> list[Ready]:
         with self._mutex:
             rows = self._db.execute(
-                f"SELECT {_READY_COLUMNS} FROM runs WHERE status IN ('queued', 'retrying') AND id > ? ORDER BY id",
+                f"SELECT {_READY_COLUMNS}, {_LAST_INTERRUPTED.format(number='attempts')} "
+                "FROM runs WHERE status IN ('queued', 'retrying') AND id > ? ORDER BY id",
                 (after_id,),
             ).fetchall()
         return [Ready(*row) for row in rows]

@@ -8,7 +8,6 @@ the run and remembering the tick. Expressions are parsed by croniter, in UTC.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -26,16 +25,14 @@ class CronTicks:
     """Arms a timer per cron job and submits its run at each tick through `submit(job, tick)`."""
 
     def __init__(self, jobs: list[Job[Any, Any]], store: Store, submit: Callable[[Job[Any, Any], float], None],
-                 serving: Callable[[], bool], timers: list[asyncio.TimerHandle]) -> None:
+                 serving: Callable[[], bool], later: Callable[..., Any]) -> None:
         self.jobs = jobs
         self.store = store
         self.submit = submit
         self.serving = serving
-        self.timers = timers  # the supervisor cancels these when serving ends
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.later = later  # the supervisor's timers: cancelled when serving ends
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def start(self) -> None:
         now = time.time()
         for job in self.jobs:
             last = self.store.cron_last(job.name)
@@ -48,9 +45,8 @@ class CronTicks:
             self._arm(job, now)
 
     def _arm(self, job: Job[Any, Any], after: float) -> None:
-        assert self.loop is not None
         tick = croniter(job.cron, after).get_next(float)
-        self.timers.append(self.loop.call_later(max(0.0, tick - time.time()), self._tick, job, tick))
+        self.later(tick - time.time(), self._tick, job, tick)
 
     def _tick(self, job: Job[Any, Any], tick: float) -> None:
         if self.serving():

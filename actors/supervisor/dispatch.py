@@ -30,6 +30,7 @@ class Ticket:
     __slots__ = (
         "id", "job", "input", "priority", "attempts", "free", "max_attempts", "timeout", "soft_timeout",
         "claimed_at", "estimate", "waiting", "scheduled_at", "version", "steps", "cancelling", "ready", "retrying",
+        "interrupted",
     )
 
     def __init__(self, run_id: int, job: Job[Any, Any], input: str, priority: int, attempts: int, free: int,
@@ -52,6 +53,7 @@ class Ticket:
         self.steps: dict[str, str] | None = None  # completed ctx.step values, for a later attempt
         self.cancelling = False  # a cancel was requested while it was with a worker
         self.ready = False  # in the ready queue now (never twice)
+        self.interrupted = False  # its last attempt was interrupted: another one in a row is charged
 
     @property
     def charged(self) -> int:
@@ -137,56 +139,58 @@ class Limits:
     """Per-job `concurrency` and `rate`: which ready runs may start now.
 
     A run that may not start is parked in its job's line (in order) instead of going back to the
-    ready queue, so other jobs' runs flow past a limited job's backlog at no cost. A finishing
-    run of the job, or the next rate token, returns the head of its line to the ready queue.
+    ready queue, so other jobs' runs flow past a limited job's backlog at no cost. The head of a
+    line is woken only when the limit that refused it can change: a finishing run of the job for
+    `concurrency` (`release`), the moment the window admits another start for `rate` (`wake_in`).
+
+    `rate="N/period"` means at most N starts in any window of that period (a sliding window of
+    the last N start times), never a burst above N: after an idle minute, `rate="5/s"` still
+    starts 5 runs in the first second, not more.
     """
 
     def __init__(self) -> None:
         self.running: defaultdict[str, int] = defaultdict(int)
         self.parked: defaultdict[str, deque[Ticket]] = defaultdict(deque)
-        self._tokens: dict[str, tuple[float, float]] = {}  # job -> (tokens, at monotonic time)
+        self._starts: dict[str, deque[float]] = {}  # job -> monotonic times of its last N starts
 
-    def admit(self, ticket: Ticket, now: float) -> bool:
-        """Whether the ticket may start now; if not, it is parked."""
+    def admit(self, ticket: Ticket, now: float) -> str | None:
+        """None if the ticket may start now (it is counted); else which limit refused it,
+        "concurrency", "rate" or "line" (earlier runs of the job wait), and it is parked."""
         job = ticket.job
         line = self.parked.get(job.name)
         if line and line[0] is not ticket:
             line.append(ticket)  # keep the job's order: earlier runs go first
-            return False
+            return "line"
         if job.concurrency is not None and self.running[job.name] >= job.concurrency:
             self._park(ticket)
-            return False
-        if job.rate_limit is not None and not self._take_token(job.name, job.rate_limit, now):
+            return "concurrency"
+        if job.rate_limit is not None and self.wake_in(job, now) > 0.0:
             self._park(ticket)
-            return False
+            return "rate"
+        if job.rate_limit is not None:
+            count, _ = job.rate_limit
+            starts = self._starts.setdefault(job.name, deque(maxlen=max(1, int(count))))
+            starts.append(now)
         if line and line[0] is ticket:
             line.popleft()
         self.running[job.name] += 1
-        return True
+        return None
 
     def _park(self, ticket: Ticket) -> None:
         line = self.parked[ticket.job.name]
         if not line or line[0] is not ticket:
             line.append(ticket)
 
-    def _take_token(self, name: str, limit: tuple[float, float], now: float) -> bool:
-        count, period = limit
-        tokens, at = self._tokens.get(name, (1.0, now))
-        tokens = min(count, tokens + (now - at) * count / period)
-        if tokens >= 1.0:
-            self._tokens[name] = (tokens - 1.0, now)
-            return True
-        self._tokens[name] = (tokens, now)
-        return False
-
-    def next_token_in(self, job: Job[Any, Any], now: float) -> float:
-        """Seconds until the job's rate allows another start."""
+    def wake_in(self, job: Job[Any, Any], now: float) -> float:
+        """Seconds until the job's rate allows another start (0 if it does now)."""
         if job.rate_limit is None:
             return 0.0
         count, period = job.rate_limit
-        tokens, at = self._tokens.get(job.name, (1.0, now))
-        tokens = min(count, tokens + (now - at) * count / period)
-        return max(0.0, (1.0 - tokens) * period / count)
+        starts = self._starts.get(job.name)
+        if starts is None or len(starts) < max(1, int(count)):
+            return 0.0
+        # the window holds N starts: the next may go once the oldest is a period old
+        return max(0.0, starts[0] + period * max(1, int(count)) / count - now)
 
     def release(self, ticket: Ticket) -> Ticket | None:
         """A run of the job left its worker; the head of the job's line if it may now try."""

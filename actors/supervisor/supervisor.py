@@ -36,16 +36,17 @@ import uvloop
 
 from ..client import Handle
 from ..durations import Duration, optional_duration, parse_duration, parse_size
-from ..errors import DuplicateJob, JobNotFound, RunNotFound, StoreError
+from ..errors import DuplicateJob, JobNotFound, RunNotFound, StoreError, SupervisorCrashed
 from ..job import Job
 from ..protocol import Assign, Cancel, Done, Failed, Progress, Ready, SetupFailed, StepDone, Stop
 from ..retry import NO_RETRY, Retry
 from ..run import NewRun, Outcome, RunRecord, RunStatus
 from ..stores import Changes, Finish, Store, open_store
+from ..stores.base import BY_NAME
 from .cron import CronTicks
 from .dispatch import MAX_WINDOW, TARGET_AHEAD, Estimates, Limits, ReadyQueue, Ticket
 from .notify import Listeners, Waiters
-from .outcomes import ERROR_TYPES, describe_death, settle, signal_name
+from .outcomes import ERROR_TYPES, PolicyFailed, describe_death, settle, signal_name
 from .pool import Pool, WorkerSlot, tree_rss
 from .shutdown import SignalGuard
 
@@ -119,24 +120,29 @@ class Supervisor:
         self._tick_pending = False
         self._inbox: deque[list[Ticket]] = deque()  # tickets submitted from other threads
         self._inbox_armed = False
-        self._state = "idle"  # idle -> serving -> draining (graceful) / forcing -> stopped
+        self._state = "idle"  # idle -> starting -> serving -> draining (graceful) / forcing -> stopped
+        # Guards what threads other than the loop's touch: the start of serve() (so a shutdown()
+        # from another thread at that moment is not lost) and submits while no loop runs.
+        self._serving_lock = threading.RLock()
+        self._stop_request: bool | None = None  # a shutdown(graceful) asked for while starting
         self._until: str | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._exit_code = 0
         self._signals = SignalGuard()
         self._signal_count = 0
-        self._timers: list[asyncio.TimerHandle] = []
+        self._timers: list[tuple[float, asyncio.TimerHandle]] = []  # (due on the loop's clock, handle)
         self._unarmed: list[Ticket] = []  # tickets waiting for a time while no loop runs
         self._finished_serving = threading.Event()
         self._scanned = 0
         self._fatal: BaseException | None = None
         self._started_at = time.monotonic()
         self._completed = 0
+        self._turns = 0  # loop turns that ran (a loop that spins shows here)
         self._limits = Limits()
         self._rate_timers: dict[str, asyncio.TimerHandle] = {}
         self._listeners = Listeners()
         self._cron = CronTicks([j for j in self.jobs.values() if j.cron], self.store, self._submit_tick,
-                               lambda: self._state == "serving", self._timers)
+                               lambda: self._state == "serving", self._later)
 
         try:
             recovered = self.store.recover(time.time())
@@ -228,8 +234,11 @@ class Supervisor:
         loop once for however many arrive before it looks (fewer wake-ups, bigger batches)."""
         loop = self._foreign_loop()
         if loop is None:
-            self._enqueue(tickets)
-            return
+            with self._serving_lock:  # no loop yet: submitting threads take turns, and serve() waits
+                loop = self._foreign_loop()
+                if loop is None:
+                    self._enqueue(tickets)
+                    return
         self._inbox.append(tickets)
         if not self._inbox_armed:
             self._inbox_armed = True
@@ -239,10 +248,14 @@ class Supervisor:
                 self._take_inbox()
 
     def _take_inbox(self) -> None:
+        """Queue what other threads submitted. A poll of the store may have brought a run in
+        first (it reads every committed row): a run known here, or one the poll already scanned
+        past (so it was loaded, and maybe has ended, or was no longer queued), is not queued again."""
         self._inbox_armed = False  # first disarm, then drain: a later append re-arms
         inbox = self._inbox
         while inbox:
-            self._enqueue(inbox.popleft())
+            scanned = self._scanned
+            self._enqueue([t for t in inbox.popleft() if t.id > scanned])
 
     def _load(self, rows: Iterable[Any]) -> None:
         """Tickets for stored queued/retrying runs (at start, and those other processes added)."""
@@ -258,18 +271,38 @@ class Supervisor:
                 continue
             attempts = row.max_attempts or (found.retry or self.default_retry).attempts
             timeout = row.timeout if row.timeout is not None else found.timeout
+            version = row.version
+            if version == BY_NAME:  # submitted by name elsewhere: it is a run of the job served here
+                version = found.version
+                try:
+                    unique_key = found.unique_key(row.input)
+                except Exception as exc:  # an invalid input (validated only in the worker) or unique= raised
+                    unique_key = None
+                    log.warning("run %d: no unique key (%s: %s); the worker validates its input", row.id,
+                                type(exc).__name__, exc)
+                self._changes.adopts.append((row.id, version, unique_key))
             ticket = Ticket(row.id, found, row.input, row.priority, row.attempts, row.free_attempts, attempts, timeout,
-                            row.scheduled_at, row.version)
+                            row.scheduled_at, version)
             if row.attempts:
                 ticket.steps = self.store.steps(row.id) or None
             ticket.retrying = row.status == RunStatus.RETRYING
+            ticket.interrupted = row.interrupted
+            if row.attempts and ticket.charged >= attempts:  # recover() charged a second interruption
+                self._changes.ends.append((row.id, RunStatus.FAILED, "Interrupted",
+                                           f"attempt {row.attempts} was interrupted like the one before it (its "
+                                           "supervisor died during both) and no attempt is left"))
+                continue
             tickets.append(ticket)
         self._enqueue(tickets)
 
     def _enqueue(self, tickets: list[Ticket]) -> None:
+        """Make runs live here: each stored run enters exactly once, whatever path brought it."""
         now = time.time()
+        known = self._tickets
         for ticket in tickets:
-            self._tickets[ticket.id] = ticket
+            if ticket.id in known:
+                continue
+            known[ticket.id] = ticket
             job = ticket.job
             if job.min_version is not None and ticket.version < job.min_version:
                 self._changes.ends.append((ticket.id, RunStatus.CANCELLED, "StaleVersion",
@@ -301,14 +334,17 @@ class Supervisor:
         self._schedule_tick()
 
     def _later(self, delay: float, fn: Any, *args: Any) -> asyncio.TimerHandle:
-        """A timer that serve() cancels when it ends (the list forgets timers that fired)."""
-        assert self._loop is not None
-        handle = self._loop.call_later(delay, fn, *args)
+        """A timer that serve() cancels when it ends (the list forgets timers that fired). The
+        due time is kept beside the handle: uvloop returns a plain `Handle`, without `when()`,
+        for a delay <= 0."""
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        handle = loop.call_later(delay, fn, *args)
         timers = self._timers
         if len(timers) > 64:
-            now = self._loop.time()
-            timers[:] = [t for t in timers if not t.cancelled() and t.when() > now]
-        timers.append(handle)
+            timers[:] = [(due, t) for due, t in timers if due > now and not t.cancelled()]
+        timers.append((now + delay, handle))
         return handle
 
     # -- the loop turn ------------------------------------------------------------------------
@@ -321,6 +357,7 @@ class Supervisor:
     def _tick(self) -> None:
         """Once per loop turn: dispatch, commit the turn's changes in one transaction, act."""
         self._tick_pending = False
+        self._turns += 1
         sends = self._dispatch() if self._state == "serving" else []
         changes, self._changes = self._changes, Changes()
         lost: set[int] = set()
@@ -331,6 +368,8 @@ class Supervisor:
                 self._die(exc)
                 return
         pool = self._pool
+        if lost:
+            self._schedule_tick()  # the workers those claims were for have room again
         for slot, batch in sends:
             if lost:
                 batch = self._drop_lost(slot, batch, lost)
@@ -385,8 +424,9 @@ class Supervisor:
                 ticket = ready.pop()
                 if ticket.id not in self._tickets:
                     continue  # cancelled while queued
-                if ticket.job.limited and not self._limits.admit(ticket, time.monotonic()):
-                    self._when_admissible(ticket.job)
+                if ticket.job.limited and (refused := self._limits.admit(ticket, time.monotonic())):
+                    if refused == "rate":  # a concurrency refusal waits for a release instead
+                        self._when_admissible(ticket.job)
                     continue
                 ticket.attempts += 1
                 ticket.claimed_at = now
@@ -401,10 +441,10 @@ class Supervisor:
         return sends
 
     def _when_admissible(self, job: Job[Any, Any]) -> None:
-        """A rate-limited job's line moves again when its next token is due."""
-        if job.rate_limit is None or self._loop is None or job.name in self._rate_timers:
+        """A rate-limited job's line moves again when its window admits another start."""
+        if self._loop is None or job.name in self._rate_timers:
             return
-        delay = self._limits.next_token_in(job, time.monotonic())
+        delay = self._limits.wake_in(job, time.monotonic())
         self._rate_timers[job.name] = self._later(delay, self._unpark, job.name)
 
     def _unpark(self, name: str) -> None:
@@ -430,6 +470,7 @@ class Supervisor:
                 slot.ahead -= ticket.estimate
                 self._released(ticket)
                 self._tickets.pop(ticket.id, None)
+                self._emit("cancelled", ticket)
                 self._notify(ticket.id)
             else:
                 kept.append(ticket)
@@ -510,11 +551,17 @@ class Supervisor:
             outcome, output = Outcome.CANCELLED, None
             error_type = "RunCancelled"
             message = message or "cancelled while running"
-        charged = outcome is not Outcome.INTERRUPTED
-        status, retry_at = settle(outcome, ticket.job.retry or self.default_retry, retryable, ticket.charged,
-                                  ticket.max_attempts, now)
+        interrupted = outcome is Outcome.INTERRUPTED
+        charged = not interrupted or ticket.interrupted  # free once in a row, then charged
+        ticket.interrupted = interrupted
         if not charged:
             ticket.free += 1
+        try:
+            status, retry_at = settle(outcome, ticket.job.retry or self.default_retry, retryable, ticket.charged,
+                                      ticket.max_attempts, now)
+        except PolicyFailed as exc:  # the user's backoff raised: fail the run, saying both why
+            status, retry_at = RunStatus.FAILED, None
+            message = f"{message} (not retried: {exc})" if message else f"not retried: {exc}"
         self._changes.finishes.append(Finish(
             ticket.id, ticket.attempts, status.value, outcome.value, ticket.claimed_at, now, output, error_type,
             message, traceback, slot.pid if slot else None, exit_code, signal, peak_rss, retry_at, charged,
@@ -606,18 +653,21 @@ class Supervisor:
         is queued, running or waiting for a retry. See `shutdown.py` for signals and exit status."""
         if until not in (None, "drained"):
             raise ValueError(f"invalid until {until!r}: expected None or 'drained'")
-        if self._state != "idle":
-            raise RuntimeError("this supervisor is already serving or was stopped")
-        self._until = until
-        loop = uvloop.new_event_loop()
-        self._loop, self._loop_thread = loop, threading.get_ident()
-        self._finished_serving.clear()
+        with self._serving_lock:
+            if self._state != "idle":
+                raise RuntimeError("this supervisor is already serving or was stopped")
+            self._state = "starting"
+            self._stop_request = None
+            self._until = until
+            loop = uvloop.new_event_loop()
+            self._loop, self._loop_thread = loop, threading.get_ident()
+            self._finished_serving.clear()
         self._signals.save()
         try:
             loop.run_until_complete(self._serve())
         finally:
             self._signals.restore()
-            for timer in self._timers:
+            for _, timer in self._timers:
                 timer.cancel()
             self._timers.clear()
             self._rate_timers.clear()  # their parked runs try again when serving resumes
@@ -627,7 +677,8 @@ class Supervisor:
             loop.close()
             self._loop = self._loop_thread = None
             self._take_inbox()  # submitted from another thread as serving ended: keep them queued
-            self._state = "idle" if self._fatal is None else "stopped"
+            with self._serving_lock:
+                self._state = "idle" if self._fatal is None else "stopped"
             self._signal_count = 0
             self._finished_serving.set()
         if self._fatal is not None:
@@ -649,6 +700,7 @@ class Supervisor:
             registry = dill.dumps((self.jobs, self.default_retry), recurse=True, byref=True)
         self._pool = Pool(loop, self.workers, registry, self._on_message, self._on_exit,
                           lambda slot: self._schedule_tick(), self.kill_grace, self.max_result_size)
+        loop.set_exception_handler(self._on_loop_error)
         try:
             self._signals.install(loop, self._on_signal, self._log_status)
             unarmed, self._unarmed = self._unarmed, []
@@ -656,11 +708,13 @@ class Supervisor:
                 if ticket.id in self._tickets:
                     self._wait_until(ticket, ticket.scheduled_at)
             self._pool.start()
-            self._cron.start(loop)
+            self._cron.start()
             self._later(self.poll_interval, self._poll_store)
             if self.max_memory is not None:
                 self._later(0.25, self._sample_memory)
             self._schedule_tick()
+            if self._stop_request is not None:  # shutdown() came while serve() was starting
+                self._begin_stop(self._stop_request)
             await self._stopped
         finally:
             self._pool.close()
@@ -758,9 +812,24 @@ class Supervisor:
         log.warning("status: %s; %d queued; running: %s; worker pids: %s", self._state, len(self._ready),
                     ", ".join(running) or "none", pids)
 
-    def _die(self, exc: BaseException) -> None:
-        """The store failed: stop everything rather than carry on without durability."""
-        log.error("stopping: %s", exc)
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """An exception escaped a callback of the loop (a turn, a timer, a pipe reader): the
+        turn it broke may have lost changes, so serving on would break promises silently. Stop,
+        and let `serve()` raise; the next start requeues what was running."""
+        exc = context.get("exception")
+        where = context.get("message") or "a loop callback"
+        error = SupervisorCrashed(f"the supervisor stopped on an unexpected error in {where}: "
+                                  f"{type(exc).__name__ if exc else 'error'}: {exc}")
+        error.__cause__ = exc
+        log.error("%s", error, exc_info=exc, extra={"actors_loop_error": True})
+        if self._fatal is None:
+            self._die(error, logged=True)
+
+    def _die(self, exc: BaseException, logged: bool = False) -> None:
+        """The store failed, or the loop broke: stop everything rather than carry on without
+        durability."""
+        if not logged:
+            log.error("stopping: %s", exc)
         self._fatal = exc
         self._changes = Changes()
         self._after = []
@@ -770,14 +839,19 @@ class Supervisor:
     def shutdown(self, graceful: bool = True, timeout: float | None = None) -> None:
         """Stop serving, from any thread or from the loop. From another thread, waits until
         `serve()` has returned (or `timeout` seconds)."""
-        loop = self._loop
-        if loop is None:
-            return
-        on_loop = self._loop_thread == threading.get_ident()
-        if on_loop:
-            self._begin_stop(graceful)
-            return
-        loop.call_soon_threadsafe(self._begin_stop, graceful)
+        with self._serving_lock:
+            loop = self._loop
+            if loop is None or self._state in ("idle", "stopped"):
+                return
+            if self._loop_thread == threading.get_ident():
+                self._begin_stop(graceful)
+                return
+            # serve() reads this once serving, in case the call below runs before it is
+            self._stop_request = graceful and self._stop_request is not False
+            try:
+                loop.call_soon_threadsafe(self._begin_stop, graceful)
+            except RuntimeError:  # the loop closed meanwhile: serve() is returning
+                pass
         self._finished_serving.wait(timeout)
 
     def close(self) -> None:
@@ -871,13 +945,15 @@ class Supervisor:
         return self.store.runs(status=status, job=job, limit=limit, offset=offset)
 
     def stats(self) -> dict[str, Any]:
-        """Counts per job and status, queue depth, and runs finished per second while serving."""
+        """Counts per job and status, queue depth, runs finished per second while serving, and
+        loop turns so far (each commits at most one transaction)."""
         elapsed = max(time.monotonic() - self._started_at, 1e-9)
         return {
             "jobs": self.store.counts(),
             "queued": len(self._ready),
             "live": len(self._tickets),
             "runs_per_second": self._completed / elapsed,
+            "turns": self._turns,
             "workers": [s.pid for s in self._pool.slots if s.alive] if self._pool else [],
         }
 

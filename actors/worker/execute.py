@@ -1,7 +1,9 @@
 """Executing one run inside a worker: validate input, call the job, validate and serialize output.
 
 Whatever the job raises or returns becomes a `Done` or `Failed` message made of plain strings,
-so a bad value can only fail its own run, never the pipe or the supervisor.
+so a bad value can only fail its own run, never the pipe or the supervisor. Those strings are
+made storable here (`protocol.storable`): a lone surrogate in an exception's message would
+otherwise fail the supervisor's write of the run's end.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pydantic import ValidationError
 from ..context import Context
 from ..errors import SoftTimeout
 from ..job import Job
-from ..protocol import Done, Failed
+from ..protocol import Done, Failed, storable
 from ..retry import Retry
 
 MAX_ERROR_TEXT = 64 * 1024  # characters of an error message or traceback kept
@@ -34,8 +36,9 @@ def _clip(text: str) -> str:
 
 
 def _describe(exc: BaseException) -> tuple[str, str, str]:
-    """(type name, message, traceback text) of an exception, never raising itself; long texts
-    are cut in the middle so an error can never outgrow the pipe's frame limit."""
+    """(type name, message, traceback text) of an exception, never raising itself, each storable
+    (lone surrogates escaped); long texts are cut in the middle so an error can never outgrow the
+    pipe's frame limit."""
     kind = type(exc).__qualname__
     try:
         message = str(exc)
@@ -45,7 +48,7 @@ def _describe(exc: BaseException) -> tuple[str, str, str]:
         text = "".join(traceback.format_exception(exc))
     except Exception:
         text = f"{kind}: {message}\n"
-    return kind, _clip(message), _clip(text)
+    return storable(kind), storable(_clip(message)), storable(_clip(text))
 
 
 def _raise_soft_timeout(signum: int, frame: Any) -> None:
@@ -105,8 +108,9 @@ def execute(job: Job[Any, Any], run: tuple[int, int, str, str, float | None, dic
         output = job.output_json(result)
     except ValidationError as exc:
         kind, message, text = _describe(exc)
-        return Failed(run_id, attempt, "OutputValidationError",
-                      f"output of job {job.name!r} does not match {_type_name(job.output_type)}: {message}",
+        finite = all(error["type"] != "finite_number" for error in exc.errors())
+        problem = f"does not match {_type_name(job.output_type)}" if finite else "holds a NaN or an infinity"
+        return Failed(run_id, attempt, "OutputValidationError", f"output of job {job.name!r} {problem}: {message}",
                       text, False, time.perf_counter() - started, peak_rss())
     except Exception as exc:
         kind, message, text = _describe(exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from actors import Outcome, Retry, RunStatus
-from actors.supervisor.outcomes import describe_death, settle
+from actors.supervisor.outcomes import PolicyFailed, describe_death, settle
 
 POLICY = Retry(attempts=3, backoff="fixed", base="2s")
 
@@ -14,7 +14,8 @@ POLICY = Retry(attempts=3, backoff="fixed", base="2s")
     ("outcome", "retryable", "charged", "expected"),
     [
         (Outcome.SUCCEEDED, True, 1, (RunStatus.SUCCEEDED, None)),
-        (Outcome.INTERRUPTED, True, 3, (RunStatus.QUEUED, 100.0)),  # not charged: back at once
+        (Outcome.INTERRUPTED, True, 2, (RunStatus.QUEUED, 100.0)),  # back at once
+        (Outcome.INTERRUPTED, True, 3, (RunStatus.FAILED, None)),  # charged (twice in a row), none left
         (Outcome.CANCELLED, True, 1, (RunStatus.CANCELLED, None)),
         (Outcome.FAILED, True, 1, (RunStatus.RETRYING, 102.0)),
         (Outcome.FAILED, False, 1, (RunStatus.FAILED, None)),  # retry_on said no
@@ -42,3 +43,11 @@ def test_describe_death_names_the_signal_the_exit_code_or_the_setup_error():
                                                 "(the worker closed its pipe)")
     assert describe_death(7, 1, None, ("ImportError", "no x", "tb"), None) == (
         "WorkerSetupFailed", "the worker could not start: ImportError: no x", "tb")
+
+
+@pytest.mark.parametrize("backoff", [lambda n: "soon", lambda n: 1 / 0], ids=["not-a-duration", "raises"])
+def test_a_backoff_that_breaks_is_policy_failed_not_an_escaping_error(backoff):
+    with pytest.raises(PolicyFailed, match="backoff"):
+        settle(Outcome.FAILED, Retry(attempts=3, backoff=backoff), True, 1, 3, now=0.0)
+    # with no retry left the backoff is never asked
+    assert settle(Outcome.FAILED, Retry(attempts=1, backoff=backoff), True, 1, 1, now=0.0) == (RunStatus.FAILED, None)

@@ -1,12 +1,17 @@
 """Pool restart policy: the first death restarts at once, quick repeated deaths back off
-exponentially up to 30 s, and a worker that lived a healthy period resets the count."""
+exponentially up to 30 s, and a worker that lived a healthy period resets the count. The same
+policy holds for fork servers found dead or stopped, and psutil tells a stopped one apart."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Any
 
-from actors.supervisor.pool import HEALTHY_AFTER, Pool, WorkerSlot
+import pytest
+
+from actors.supervisor.pool import HEALTHY_AFTER, Pool, WorkerSlot, _state
 
 
 class FakeLoop:
@@ -47,3 +52,45 @@ def test_a_healthy_period_resets_the_backoff_and_expected_exits_restart_at_once(
     assert pool.schedule_restart(slot, crashed=True) == 0.0
     assert pool.schedule_restart(slot, crashed=False) == 0.0  # recycled or killed on purpose
     pool.close()
+
+
+def test_fork_servers_lost_in_quick_succession_back_off_and_spawns_wait_for_the_new_one():
+    pool, loop, _ = make_pool()
+    slot = pool.slots[0]
+    # pids that are no fork server of ours: losing them kills nothing, it only counts
+    holds = []
+    for fake in range(10**7, 10**7 + 4):
+        pool._lose_server(fake, "died")
+        holds.append(round(pool._server_hold - time.monotonic(), 1))
+    assert holds[0] <= 0.0 and holds[1:] == [0.1, 0.2, 0.4]  # the first replacement is immediate
+    pool._lose_server(10**7, "died")  # the same server seen again (one EOF per worker) counts once
+    assert pool.server_failures == 4
+    assert pool._defer(slot) and 0.3 < loop.later[-1] <= 0.4  # a spawn now waits for the backoff
+    pool._server_since = time.monotonic() - HEALTHY_AFTER - 1  # the last server lived long enough
+    pool._lose_server(10**7 + 10, "is stopped")
+    assert pool.server_failures == 1
+    pool.close()
+
+
+@pytest.mark.timeout(10)
+def test_a_stopped_process_reads_as_stopped_and_a_dead_one_as_gone():
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    try:
+        assert _state(pid) == "running"
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while _state(pid) != "stopped" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _state(pid) == "stopped"
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while _state(pid) != "gone" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _state(pid) == "gone"  # a zombie is gone
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert _state(pid) == "gone"
