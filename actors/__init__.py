@@ -8,7 +8,7 @@
     Supervisor([thumbnail], workers=4, store="runs.db").serve()
 """
 
-from .client import Client, Handle
+from .client import Client
 from .context import Context
 from .durations import parse_duration
 from .errors import (
@@ -25,6 +25,7 @@ from .errors import (
     StoreLocked,
     SupervisorCrashed,
 )
+from .handle import Handle
 from .job import Job, Priority, job
 from .retry import Retry, compute_backoff, retry
 from .run import Attempt, Outcome, RunRecord, RunStatus

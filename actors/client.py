@@ -1,105 +1,40 @@
-"""`Handle` (one run, read back from the store) and `Client` (another process's door to a store).
+"""`Client`: another process's door to a store that a supervisor serves.
 
-A handle reads the store, so it keeps working after `serve()` returns and in processes that
-never served. In the supervisor's own process, `result()` wakes as soon as the run finishes;
-elsewhere it polls the store (1 ms growing to 50 ms).
+A client stores runs and reads them back; it never runs anything. It is a `RunOwner`, so its
+handles read the store through it and `result()` polls the store (1 ms growing to 50 ms): no
+supervisor in this process can wake them. `Handle` lives in `actors.handle` and is re-exported
+here for code that imported it from this module.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from collections.abc import Generator, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, TypeVar
 
-from .durations import Duration, optional_duration
-from .errors import JobNotFound, RunCancelled, RunFailed, RunNotFound, RunTimedOut
+from .durations import Duration
+from .errors import JobNotFound
+from .handle import FIRST_PAUSE, MAX_PAUSE, Handle, read_run
 from .job import Job
-from .run import NewRun, RunRecord, RunStatus
+from .run import RunRecord, RunStatus
 from .stores import Store, open_store
-from .stores.base import BY_NAME
+from .submission import new_runs
 
-if TYPE_CHECKING:
-    from .supervisor.supervisor import Supervisor
+__all__ = ["Client", "Handle"]
 
 Out = TypeVar("Out")
-
-
-class Handle(Generic[Out]):
-    """A submitted run: `.id`, `.status()`, `.result(timeout)`, `.cancel()`, and `await handle`."""
-
-    __slots__ = ("id", "job", "_store", "_owner")
-
-    def __init__(self, store: Store, run_id: int, job: Job[Any, Out] | None, owner: Supervisor | None = None) -> None:
-        self.id = run_id
-        self.job = job
-        self._store = store
-        self._owner = owner
-
-    def __repr__(self) -> str:
-        return f"<Handle run={self.id} job={self.job.name if self.job else '?'}>"
-
-    def record(self, attempts: bool = False) -> RunRecord:
-        """The run as stored now (with its attempt log if asked)."""
-        record = self._store.get(self.id, attempts=attempts)
-        if record is None:
-            raise RunNotFound(f"run {self.id} does not exist in the store")
-        return record
-
-    def status(self) -> RunStatus:
-        """The run's state now; `progress()` and `record()` say more while it runs."""
-        return self.record().status
-
-    def progress(self) -> tuple[float | None, str | None]:
-        """The last `ctx.progress(fraction, message)` the running job reported."""
-        record = self.record()
-        return record.progress, record.progress_message
-
-    def result(self, timeout: float | None = None) -> Out:
-        """Wait for the run to end and return its output (validated by the job's output type,
-        or plain JSON data when the job is unknown here). Raises RunFailed, RunTimedOut or
-        RunCancelled when it ended without one, TimeoutError when `timeout` seconds pass first."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.001
-        while True:
-            record = self.record()
-            if record.status.is_terminal:
-                return self._unwrap(record)
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise TimeoutError(f"run {self.id} is still {record.status} after {timeout} s")
-            wait = pause if left is None else min(pause, left)
-            if self._owner is not None:
-                self._owner.wait_for(self.id, wait)  # wakes as soon as the run ends
-            else:
-                time.sleep(wait)
-            pause = min(pause * 2, 0.05)
-
-    def _unwrap(self, record: RunRecord) -> Out:
-        if record.status is RunStatus.SUCCEEDED:
-            if self.job is not None and record.output is not None:
-                return self.job.parse_output(record.output)
-            return record.result
-        error = {RunStatus.TIMED_OUT: RunTimedOut, RunStatus.CANCELLED: RunCancelled}.get(record.status, RunFailed)
-        raise error(record.id, record.error_type, record.message, record.traceback)
-
-    def cancel(self) -> bool:
-        """Cancel the run; whether it was still live. A queued or retrying run is cancelled at once."""
-        if self._owner is not None:
-            return self._owner.cancel(self.id)
-        return self._store.cancel_queued(self.id, time.time())
-
-    def __await__(self) -> Generator[Any, None, Out]:
-        return asyncio.get_running_loop().run_in_executor(None, self.result).__await__()
 
 
 class Client:
     """Submit into and read from a store that a supervisor (maybe in another process) serves.
 
-    `Client(store="runs.db").submit("thumbnail", {"src": "a.jpg"})`: with a `Job` the input is
-    validated here; with a job name it is validated by the worker (a bad one fails the run).
-    The serving supervisor notices new runs within its poll interval (50 ms by default).
+    `Client(store="runs.db").submit("thumbnail", {"src": "a.jpg"})`: with a `Job` (or the name
+    of one in `jobs`) the input is validated here; with another job name it is validated by the
+    worker (a bad one fails the run). The serving supervisor notices new runs within its poll
+    interval (50 ms by default). Runs stored here carry no attempt limit of their own: the
+    serving supervisor's policy (the job's retry, else its default) decides.
     """
 
     def __init__(self, store: str | os.PathLike[str] | Store = "actors.db", jobs: Iterable[Job[Any, Any]] = ()) -> None:
@@ -108,51 +43,74 @@ class Client:
         self.store = open_store(store, lock=False)
         self.jobs = {j.name: j for j in jobs}
 
+    # -- submitting (the same options as Supervisor.submit / submit_many) ---------------------------
+
     def submit(self, job: Job[Any, Out] | str, input: Any, *, priority: int | None = None,
-               timeout: Duration | None = None) -> Handle[Out]:
-        return self.submit_many(job, [input], priority=priority, timeout=timeout)[0]
+               timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
+               key: str | None = None) -> Handle[Out]:
+        """Store a queued run; durable when this returns. `delay` / `at` hold it until then; `key`
+        is an idempotency key (submitting it again returns the stored run's handle)."""
+        return self.submit_many(job, [input], priority=priority, timeout=timeout, delay=delay, at=at,
+                                keys=None if key is None else [key])[0]
 
     def submit_many(self, job: Job[Any, Out] | str, inputs: Iterable[Any], *, priority: int | None = None,
-                    timeout: Duration | None = None) -> list[Handle[Out]]:
-        """Store a batch of runs in one transaction."""
+                    timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
+                    keys: list[str] | None = None) -> list[Handle[Out]]:
+        """Like submit, for a batch stored in one transaction (all or nothing)."""
         if isinstance(job, str):
-            known = self.jobs.get(job)
-            name = job
+            known: Job[Any, Out] | None = self.jobs.get(job)
         elif isinstance(job, Job):
-            known, name = job, job.name
+            known = job
         else:
             raise JobNotFound(f"not a job or a job name: {job!r}")
-        rows = []
-        prio = priority if priority is not None else (known.priority if known else 0)
-        run_timeout = optional_duration(timeout, what="timeout")
-        for value in inputs:
-            if known is not None:
-                text = known.validate_input(value)
-                rows.append(NewRun(name, text, prio, None, run_timeout, 0.0, known.version, None,
-                                   known.unique_key(text)))
-            else:  # the worker validates it; an invalid one fails its run, saying why
-                rows.append(NewRun(name, value if isinstance(value, str) else _json(value), prio, None, run_timeout,
-                                   version=BY_NAME))
-        stored = self.store.insert(rows, time.time())
-        return [Handle(self.store, run_id, known) for run_id, _ in stored]
+        now = time.time()
+        rows = new_runs(known or job, inputs, now, default_attempts=None, priority=priority, timeout=timeout,
+                        delay=delay, at=at, keys=keys)
+        if not rows:
+            return []
+        return [Handle(self, run_id, known) for run_id, _ in self.store.insert(rows, now)]
+
+    # -- the RunOwner protocol (what its handles call) --------------------------------------------
+
+    def get(self, run_id: int, attempts: bool = False) -> RunRecord | None:
+        """The run as stored now, or None."""
+        return self.store.get(run_id, attempts=attempts)
+
+    def wait_for(self, run_id: int, timeout: float) -> bool:
+        """Poll the store until the run has ended or `timeout` seconds pass; whether it ended
+        (False at once for a run that does not exist)."""
+        deadline = time.monotonic() + timeout
+        pause = FIRST_PAUSE
+        while True:
+            record = self.store.get(run_id)
+            if record is None or record.status.is_terminal:
+                return record is not None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, MAX_PAUSE)
+
+    def cancel(self, run_id: int) -> bool:
+        """Cancel a queued, delayed or retrying run; whether it was. A running run cannot be
+        cancelled from here (only its supervisor can reach its worker): False."""
+        return self.store.cancel_queued(run_id, time.time())
+
+    # -- reading ----------------------------------------------------------------------------------
 
     def handle(self, run_id: int, job: Job[Any, Out] | None = None) -> Handle[Out]:
         """A handle on an existing run (results as plain JSON data unless its job is given/known)."""
         if job is None:
-            record = self.store.get(run_id)
-            if record is None:
-                raise RunNotFound(f"run {run_id} does not exist in the store")
-            job = self.jobs.get(record.job)
-        return Handle(self.store, run_id, job)
+            job = self.jobs.get(read_run(self, run_id).job)
+        return Handle(self, run_id, job)
 
     def run(self, run_id: int, attempts: bool = True) -> RunRecord:
-        record = self.store.get(run_id, attempts=attempts)
-        if record is None:
-            raise RunNotFound(f"run {run_id} does not exist in the store")
-        return record
+        """The stored run with its attempt log; RunNotFound if there is none."""
+        return read_run(self, run_id, attempts)
 
     def runs(self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50,
              offset: int = 0) -> list[RunRecord]:
+        """Runs newest first, filtered by status and job."""
         return self.store.runs(status=status, job=job, limit=limit, offset=offset)
 
     def close(self) -> None:
@@ -163,9 +121,3 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)

@@ -4,7 +4,7 @@ One framing rule: every message is a 4-byte big-endian length followed by a pick
 records below. Pickle only ever crosses these private pipes, never the store. The supervisor
 reads everything available per readiness event and splits frames itself (`FrameReader`).
 
-Order carries meaning: a worker executes its assigned runs one at a time, in the order they
+Sequence carries meaning: a worker executes its assigned runs one at a time, in the order they
 were sent, and writes each run's result before it starts the next. So the supervisor always
 knows which run a worker held when it died: the oldest one it has not reported.
 """
@@ -24,11 +24,23 @@ MAX_FRAME = 1 << 31
 # -- supervisor -> worker ---------------------------------------------------------------------
 
 
-class Assign(NamedTuple):
-    """Runs for the worker to execute in order: (run_id, attempt, job name, input JSON, soft
-    timeout, completed steps {name: JSON} or None)."""
+class Order(NamedTuple):
+    """One run for a worker to execute: an attempt of it, the input as the store holds it, and
+    the steps earlier attempts completed (so this one skips them). Built positionally by the
+    supervisor's hot path: the field order is part of the protocol."""
 
-    runs: list[tuple[int, int, str, str, float | None, dict[str, str] | None]]
+    run_id: int
+    attempt: int
+    job: str  # the job's name in the registry the worker was given
+    input: str  # JSON, validated by the worker against the job's input model
+    soft_timeout: float | None  # seconds until SoftTimeout is raised inside the job; None: none
+    steps: dict[str, str] | None  # completed `ctx.step`s, {name: JSON value}; None: none
+
+
+class Assign(NamedTuple):
+    """Runs for the worker to execute, in this order."""
+
+    runs: list[Order]
 
 
 class Cancel(NamedTuple):

@@ -1,4 +1,4 @@
-"""actors.client: Handle (one run, read back from the store) and Client (another process's door).
+"""actors.client: Client (another process's door to a store), and Handle read through it.
 
 The cross-process tests start a serving supervisor in a subprocess script and submit into its
 store from this process, as a separate program would.
@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -226,7 +227,71 @@ def test_unknown_run_ids_raise_run_not_found(db: str):
         with pytest.raises(actors.RunNotFound):
             client.run(999)
         with pytest.raises(actors.RunNotFound):
-            Handle(client.store, 999, None).status()
+            Handle(client, 999, None).status()
+
+
+def test_a_client_submit_takes_the_supervisors_options(db: str):
+    at = datetime.now() + timedelta(hours=2)
+    with Client(store=db, jobs=[double]) as client:
+        before = time.time()
+        delayed = client.run(client.submit(double, {"x": 1}, delay="1h", timeout="5s", priority=3).id)
+        assert before + 3600 <= delayed.scheduled_at <= time.time() + 3600
+        assert (delayed.timeout, delayed.priority, delayed.max_attempts) == (5.0, 3, None)  # the server's policy decides
+        assert client.run(client.submit("double", {"x": 2}, at=at).id).scheduled_at == at.timestamp()
+        by_name = client.run(client.submit("mark", {"x": 3}, delay=60).id)  # a job this client does not know
+        assert by_name.scheduled_at >= before + 60 and by_name.max_attempts is None
+        first = client.submit(double, {"x": 4}, key="order-4")
+        assert client.submit(double, {"x": 5}, key="order-4").id == first.id
+        batch = client.submit_many("mark", [{"x": 6}, {"x": 7}], keys=["a", "b"])
+        assert [client.run(h.id).key for h in batch] == ["a", "b"]
+        assert [h.id for h in client.submit_many("mark", [{"x": 0}] * 2, keys=["b", "a"])] == [batch[1].id, batch[0].id]
+        stored = len(client.runs(limit=100))
+        with pytest.raises(ValueError, match="2 keys for 1 inputs"):
+            client.submit_many(double, [{"x": 1}], keys=["x", "y"])
+        with pytest.raises(ValueError, match="either delay or at"):
+            client.submit(double, {"x": 1}, delay=1, at=at)
+        with pytest.raises(TypeError, match="priority"):
+            client.submit("mark", {"x": 1}, priority="high")  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            client.submit(double, {"x": 1}, timeout="soon")
+        assert len(client.runs(limit=100)) == stored
+
+
+def test_a_client_run_with_a_delay_waits_for_its_time_in_a_serving_supervisor(db: str):
+    sup = Supervisor([double], workers=1, store=db, poll_interval=0.01)
+    server = threading.Thread(target=sup.serve, name="serve")
+    server.start()
+    try:
+        with Client(store=db) as client:
+            submitted = time.time()
+            later = client.submit("double", {"x": 2}, delay=0.5)
+            sooner = client.submit("double", {"x": 1})
+            assert sooner.result(timeout=20) == {"doubled": 2}
+            assert later.result(timeout=20) == {"doubled": 4}
+            record = client.run(later.id)
+            assert record.scheduled_at >= submitted + 0.5
+            assert record.attempt_log[0].started_at >= record.scheduled_at - 0.01  # timers may round a little
+    finally:
+        sup.shutdown(timeout=20)
+        server.join(20)
+    sup.close()
+
+
+def test_client_wait_for_polls_the_store_until_the_run_ends_or_time_is_up(db: str):
+    with Client(store=db) as client:
+        handle = client.submit("double", {"x": 1})
+        started = time.monotonic()
+        assert client.wait_for(handle.id, 0.1) is False
+        assert 0.1 <= time.monotonic() - started < 2
+        started = time.monotonic()
+        assert client.wait_for(999, 5) is False  # no such run: nothing to wait for
+        assert time.monotonic() - started < 1
+        canceller = threading.Timer(0.1, client.cancel, [handle.id])
+        canceller.start()
+        assert client.wait_for(handle.id, 10) is True
+        canceller.join()
+        assert client.get(handle.id).status is RunStatus.CANCELLED
+        assert client.get(999) is None
 
 
 # -- Handle ------------------------------------------------------------------------------------

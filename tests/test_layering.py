@@ -2,7 +2,11 @@
 
 - `actors.protocol`, `actors.job` and `actors.errors` import nothing from `actors.supervisor` or
   `actors.worker`, directly or through the modules they import;
-- nothing under `actors/worker/` imports `actors.stores`, directly or transitively.
+- nothing under `actors/worker/` imports `actors.stores`, directly or transitively;
+- nothing in `actors/` but the package's `__init__.py` imports `actors.client` (a `Handle` talks
+  to a `RunOwner` from `actors.handle`, so the supervisor never needs the client);
+- the supervisor's tracker (runs in flight) imports neither the pool (processes) nor the loop,
+  directly or transitively, so its tests start no process (checked once the file exists).
 
 Only the edges written in the source count: that importing `actors.x.y` also runs the package
 `actors/__init__.py` is Python's doing, not a dependency of the module.
@@ -86,6 +90,7 @@ def test_the_import_parser_sees_relative_and_absolute_imports():
     assert "actors.protocol" in imports_of(PACKAGE / "worker" / "main.py")
     assert "actors.worker.execute" in imports_of(PACKAGE / "worker" / "main.py")
     assert "actors.supervisor.supervisor" in imports_of(PACKAGE / "__init__.py")
+    assert "actors.client" in imports_of(PACKAGE / "__init__.py")
     assert "actors.stores" in imports_of(PACKAGE / "supervisor" / "supervisor.py")
     assert forbidden(closure("actors.supervisor.supervisor"), "actors.stores")  # it does use the store
 
@@ -105,3 +110,21 @@ def test_the_worker_package_has_modules():
 @pytest.mark.parametrize("module", WORKER_MODULES)
 def test_worker_never_imports_the_store(module):
     assert forbidden(closure(module), "actors.stores") == []
+
+
+PACKAGE_MODULES = sorted(module_name(p) for p in PACKAGE.rglob("*.py"))
+
+
+def test_nothing_but_the_package_face_imports_the_client():
+    importers = [m for m in PACKAGE_MODULES if m != "actors" and "actors.client" in imports_of(module_path(m))]
+    assert importers == []
+
+
+# rules for modules being written: each is checked once its file exists
+APART = {"actors.supervisor.tracker": ("actors.supervisor.pool", "actors.supervisor.loop")}
+
+
+@pytest.mark.parametrize("module", sorted(APART))
+def test_the_tracker_imports_neither_the_pool_nor_the_loop(module):
+    if module_path(module) is not None:
+        assert forbidden(closure(module), *APART[module]) == []

@@ -18,6 +18,7 @@ from actors.protocol import (
     Done,
     Failed,
     FrameReader,
+    Order,
     Progress,
     Ready,
     SetupFailed,
@@ -28,7 +29,8 @@ from actors.protocol import (
 )
 
 MESSAGES = [
-    Assign([(1, 1, "thumbnail", '{"src":"a"}', None, None), (2, 3, "double", '{"x":2}', 1.5, {"decode": "[1]"})]),
+    Assign([Order(1, 1, "thumbnail", '{"src":"a"}', None, None),
+            Order(2, 3, "double", '{"x":2}', 1.5, {"decode": "[1]"})]),
     Cancel(run_id=3),
     Stop(),
     Ready(pid=1234),
@@ -45,6 +47,15 @@ def test_a_frame_is_a_big_endian_length_then_a_pickle():
     (size,) = struct.unpack(">I", frame[:4])
     assert size == len(frame) - 4
     assert pickle.loads(frame[4:]) == Stop()
+
+
+def test_an_order_has_its_fields_in_the_order_the_supervisor_builds_it():
+    order = Order(7, 2, "double", '{"x":2}', 1.5, {"decode": "[1]"})
+    assert Order._fields == ("run_id", "attempt", "job", "input", "soft_timeout", "steps")
+    assert (order.run_id, order.attempt, order.job, order.input, order.soft_timeout, order.steps) == (
+        7, 2, "double", '{"x":2}', 1.5, {"decode": "[1]"})
+    ((sent,),) = [m.runs for m in FrameReader().feed(encode(Assign([order])))]
+    assert type(sent) is Order and sent.job == "double"
 
 
 def test_ready_carries_the_protocol_version():
@@ -118,7 +129,7 @@ def test_garbage_after_a_good_frame_still_raises():
 
 
 def test_write_frame_writes_whole_frames_larger_than_a_pipe_buffer():
-    big = Assign([(i, 1, "job", "x" * 100, None, None) for i in range(5000)])  # about 600 kB, > a 64 kB pipe
+    big = Assign([Order(i, 1, "job", "x" * 100, None, None) for i in range(5000)])  # about 600 kB, > a 64 kB pipe
     read_fd, write_fd = os.pipe()
     writer = threading.Thread(target=lambda: (write_frame(write_fd, big), write_frame(write_fd, Stop()),
                                               os.close(write_fd)))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from .base import Changes, Finish, Ready, Store
+from .base import Changes, Finish, Pending, Store
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
-__all__ = ["Changes", "Finish", "MemoryStore", "Ready", "SQLiteStore", "Store", "open_store"]
+__all__ = ["Changes", "Finish", "MemoryStore", "Pending", "SQLiteStore", "Store", "open_store"]
 
 
 def open_store(store: Store | str | os.PathLike[str], *, lock: bool, durability: str = "normal") -> Store:

@@ -17,8 +17,8 @@ from ..run import NewRun, RunRecord, RunStatus
 SCHEMA_VERSION = 1
 
 
-class Ready(NamedTuple):
-    """A queued or retrying run as the supervisor loads it."""
+class Pending(NamedTuple):
+    """A queued or retrying run as the supervisor loads it (`load_ready`)."""
 
     id: int
     job: str
@@ -87,14 +87,13 @@ class Changes:
     successes: list[tuple[int, int, str, float, int | None, int | None]] = field(default_factory=list)
     unclaims: list[tuple[int, int]] = field(default_factory=list)  # claimed, never started
     requeues: list[int] = field(default_factory=list)  # retrying -> queued, backoff over
-    cancels: list[int] = field(default_factory=list)  # queued/retrying -> cancelled
     ends: list[tuple[int, str, str, str]] = field(default_factory=list)  # queued -> (id, status, type, msg)
     steps: list[tuple[int, str, str]] = field(default_factory=list)  # (run_id, step name, JSON value)
     progress: list[tuple[int, float | None, str | None, str | None]] = field(default_factory=list)  # id, fraction, message, metadata JSON
 
     def __bool__(self) -> bool:
-        return bool(self.adopts or self.claims or self.finishes or self.successes or self.unclaims or self.requeues or self.cancels or self.ends
-                    or self.steps or self.progress)
+        return bool(self.adopts or self.claims or self.finishes or self.successes or self.unclaims or self.requeues
+                    or self.ends or self.steps or self.progress)
 
 
 @runtime_checkable
@@ -122,7 +121,7 @@ class Store(Protocol):
         is charged, so a run that kills its supervisor every time runs out of attempts); how many."""
         ...
 
-    def load_ready(self, after_id: int = 0) -> list[Ready]:
+    def load_ready(self, after_id: int = 0) -> list[Pending]:
         """Queued and retrying runs with id > after_id, in id order."""
         ...
 

@@ -10,7 +10,7 @@ import json
 import threading
 
 from ..run import Attempt, NewRun, Outcome, RunRecord, RunStatus
-from .base import BY_NAME, DUPLICATE, Changes, Ready, interrupted_message, success_as_finish
+from .base import BY_NAME, DUPLICATE, Changes, Pending, interrupted_message, success_as_finish
 
 _PENDING = (RunStatus.QUEUED, RunStatus.RETRYING)
 _LIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING)
@@ -114,8 +114,6 @@ class MemoryStore:
                 run = runs.get(run_id)
                 if run is not None and run.status is RunStatus.RETRYING:
                     run.status = RunStatus.QUEUED
-            for run_id in changes.cancels:
-                self._cancel(run_id, now)
             for run_id, status, kind, message in changes.ends:
                 run = runs.get(run_id)
                 if run is not None and run.status in _PENDING:
@@ -135,14 +133,6 @@ class MemoryStore:
                     run.metadata = {**run.metadata, **json.loads(metadata)}
         return lost
 
-    def _cancel(self, run_id: int, now: float) -> bool:
-        run = self._runs.get(run_id)
-        if run is None or run.status not in _PENDING:
-            return False
-        run.status, run.finished_at = RunStatus.CANCELLED, now
-        run.error_type, run.message = "RunCancelled", "cancelled before it started"
-        return True
-
     def recover(self, now: float) -> int:
         """Runs left `running` (by a supervisor that stopped without finishing them) go back to
         the queue with an `interrupted` attempt, as in the SQLite store."""
@@ -158,11 +148,11 @@ class MemoryStore:
                     count += 1
         return count
 
-    def load_ready(self, after_id: int = 0) -> list[Ready]:
+    def load_ready(self, after_id: int = 0) -> list[Pending]:
         with self._lock:
             return [
-                Ready(r.id, r.job, r.input, r.priority, r.attempts, self._free[r.id], r.max_attempts, r.timeout,
-                      r.scheduled_at, str(r.status), r.version, _last_interrupted(r, r.attempts))
+                Pending(r.id, r.job, r.input, r.priority, r.attempts, self._free[r.id], r.max_attempts, r.timeout,
+                        r.scheduled_at, str(r.status), r.version, _last_interrupted(r, r.attempts))
                 for r in self._runs.values()
                 if r.id > after_id and r.status in _PENDING
             ]
@@ -194,7 +184,12 @@ class MemoryStore:
 
     def cancel_queued(self, run_id: int, now: float) -> bool:
         with self._lock:
-            return self._cancel(run_id, now)
+            run = self._runs.get(run_id)
+            if run is None or run.status not in _PENDING:
+                return False
+            run.status, run.finished_at = RunStatus.CANCELLED, now
+            run.error_type, run.message = "RunCancelled", "cancelled before it started"
+            return True
 
     def counts(self) -> dict[str, dict[str, int]]:
         result: dict[str, dict[str, int]] = {}

@@ -3,9 +3,8 @@
 - WAL with synchronous=NORMAL: a commit survives any process crash (`durability="full"` makes
   it synchronous=FULL, which also survives power loss). Writes begin IMMEDIATE.
 - Files are created 0600; the schema version lives in `PRAGMA user_version`.
-- Other people's files are left alone: ours carry `PRAGMA application_id` 0x41435452 ("ACTR"),
-  and a path is inspected read-only before anything is created or changed in it (the serving
-  lock, WAL, tables). A non-empty file that is not ours is refused and stays byte-identical.
+- Other people's files are left alone: ours carry `PRAGMA application_id`, and a path is
+  inspected read-only before anything changes there (`sqlite_file.py`).
 - No index on `status`: keeping one costs every claim and finish more than it saves; the
   queries that filter by status run at start (about 60 ms per million runs) or for inspection.
 - Two supervisors never serve one file: the serving supervisor holds an exclusive `flock` on
@@ -21,75 +20,21 @@ import json
 import os
 import sqlite3
 import threading
-import urllib.parse
 from typing import Any
 
 import pydantic_core
 
 from ..errors import StoreError, StoreLocked
 from ..run import Attempt, NewRun, Outcome, RunRecord, RunStatus
-from .base import DUPLICATE, SCHEMA_VERSION, Changes, Ready, interrupted_message, success_as_finish
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    job TEXT NOT NULL,
-    status TEXT NOT NULL,
-    input TEXT,  -- NULL when it is in large_inputs
-    output TEXT,
-    priority INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    free_attempts INTEGER NOT NULL DEFAULT 0,
-    max_attempts INTEGER,
-    timeout REAL,
-    created_at REAL NOT NULL,
-    scheduled_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    error_type TEXT,
-    message TEXT,
-    traceback TEXT,
-    progress REAL,
-    progress_message TEXT,
-    metadata TEXT,
-    version INTEGER NOT NULL DEFAULT 1,
-    key TEXT,
-    unique_key TEXT,
-    worker_pid INTEGER,  -- of the succeeded attempt, which has no row in attempts
-    peak_rss INTEGER
-);
-CREATE UNIQUE INDEX IF NOT EXISTS runs_key ON runs(job, key) WHERE key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS runs_unique ON runs(job, unique_key) WHERE unique_key IS NOT NULL;
-CREATE TABLE IF NOT EXISTS large_inputs (
-    run_id INTEGER PRIMARY KEY,
-    input TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS steps (
-    run_id INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (run_id, name)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS cron (
-    job TEXT PRIMARY KEY,
-    last_tick REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS attempts (
-    run_id INTEGER NOT NULL,
-    number INTEGER NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    outcome TEXT,
-    error_type TEXT,
-    message TEXT,
-    traceback TEXT,
-    worker_pid INTEGER,
-    exit_code INTEGER,
-    signal INTEGER,
-    peak_rss INTEGER,
-    PRIMARY KEY (run_id, number)
-) WITHOUT ROWID;
-"""
+from .base import (
+    DUPLICATE,
+    SCHEMA_VERSION,
+    Changes,
+    Pending,
+    interrupted_message,
+    success_as_finish,
+)
+from .sqlite_file import APPLICATION_ID, SCHEMA, create, inspect, newer
 
 # Inputs over LARGE_INPUT characters live in their own table, so that the status updates of a
 # run (claim, finish), which rewrite its whole row, do not copy megabytes each time.
@@ -152,87 +97,6 @@ def _claim(ids: list[int], now: float) -> tuple[str, tuple[Any, ...]]:
     return f"{head}id IN (SELECT value FROM json_each(?)){tail}", (now, _json(ids))
 
 
-# Our mark in the file header ("ACTR"), set with the schema. Stores made before the mark have
-# application_id 0: they are recognised by their schema (version 1, our tables) and stamped.
-APPLICATION_ID = 0x41435452
-_UNMARKED_VERSION = 1
-_OUR_TABLES = {"runs", "attempts", "steps"}
-_OUR_RUN_COLUMNS = {"job", "status", "input", "attempts", "scheduled_at"}
-
-
-def _not_ours(path: str, why: str) -> StoreError:
-    return StoreError(f"{path} is not an actors store ({why}); it was left untouched")
-
-
-def _newer(path: str, version: int) -> StoreError:
-    return StoreError(f"store {path} has schema version {version}, newer than this actors ({SCHEMA_VERSION}); "
-                      "it was left untouched")
-
-
-def _inspect(path: str) -> None:
-    """Raise StoreError unless `path` is missing, empty or one of our stores; reads only."""
-    if os.path.isdir(path):
-        raise StoreError(f"store {path} is a directory, not an SQLite file")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise StoreError(f"cannot create store {path}: directory {directory} does not exist")
-    try:
-        with open(path, "rb") as file:
-            header = file.read(100)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise StoreError(f"cannot read store {path}: {exc.strerror}") from exc
-    if not header:
-        return  # an empty file is made ours
-    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
-        raise _not_ours(path, "not a database: it has no SQLite header")
-    mark, version = int.from_bytes(header[68:72], "big"), int.from_bytes(header[60:64], "big")
-    tables: set[str] = set()
-    columns: set[str] = set()
-    if mark != APPLICATION_ID:
-        mark, version, tables, columns = _read_marks(path)
-    if mark == APPLICATION_ID:
-        if version > SCHEMA_VERSION:
-            raise _newer(path, version)
-        return
-    if mark == 0 and version == 0 and not tables:
-        return  # an SQLite file with nothing in it
-    if mark == 0 and version == _UNMARKED_VERSION and tables >= _OUR_TABLES and columns >= _OUR_RUN_COLUMNS:
-        return  # made before the mark: stamped when opened
-    if mark != 0:
-        raise _not_ours(path, f"an SQLite database with application_id {mark}")
-    raise _not_ours(path, f"an SQLite database with tables of its own: {', '.join(sorted(tables)) or 'none'}")
-
-
-def _read_marks(path: str) -> tuple[int, int, set[str], set[str]]:
-    """application_id, user_version, table names and the columns of `runs`, asked of SQLite
-    read-only: the header may be older than pages in a -wal file. With no -wal to read,
-    `immutable` also keeps SQLite from taking locks or creating a -shm beside the file."""
-    query = "mode=ro" if os.path.exists(path + "-wal") else "mode=ro&immutable=1"
-    try:
-        db = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?{query}", uri=True)
-        try:
-            mark = db.execute("PRAGMA application_id").fetchone()[0]
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            columns = {row[0] for row in db.execute("SELECT name FROM pragma_table_info('runs')")}
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot use store {path}: {exc}; it was left untouched") from exc
-    return mark, version, tables, columns
-
-
-def _create(path: str) -> None:
-    """Create a missing store file, private to its owner (0600)."""
-    if not os.path.exists(path):
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-        except OSError as exc:
-            raise StoreError(f"cannot create store {path}: {exc.strerror} (is its directory writable?)") from exc
-
-
 class SQLiteStore:
     """A `Store` in one SQLite file. `lock=True` (the supervisor's) takes the serving lock."""
 
@@ -244,22 +108,22 @@ class SQLiteStore:
         self.path = os.fspath(path)
         self._mutex = threading.RLock()
         self._lock_fd: int | None = None
-        _inspect(self.path)  # before anything is created or changed: the lock, the file, WAL
+        inspect(self.path)  # before anything is created or changed: the lock, the file, WAL
         if lock:
             self._take_lock()
         db: sqlite3.Connection | None = None
         try:
-            _create(self.path)
+            create(self.path)
             self._db = db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise _newer(self.path, version)  # its header was older than its -wal
+                raise newer(self.path, version)  # its header was older than its -wal
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
             if version < SCHEMA_VERSION or db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
                 with self._write():  # schema, version and mark in one transaction
                     if version < SCHEMA_VERSION:
-                        for statement in _SCHEMA.split(";"):
+                        for statement in SCHEMA.split(";"):
                             if statement.strip():
                                 db.execute(statement)
                         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -411,13 +275,6 @@ class SQLiteStore:
                     "UPDATE runs SET status='queued' WHERE id IN (SELECT value FROM json_each(?)) AND status='retrying'",
                     (_json(changes.requeues),),
                 )
-            if changes.cancels:
-                db.execute(
-                    "UPDATE runs SET status='cancelled', finished_at=?, error_type='RunCancelled', "
-                    "message='cancelled before it started' "
-                    "WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('queued', 'retrying')",
-                    (now, _json(changes.cancels)),
-                )
             if changes.ends:
                 db.executemany(
                     "UPDATE runs SET status=?, finished_at=?, error_type=?, message=? "
@@ -456,14 +313,14 @@ class SQLiteStore:
             )
         return len(rows)
 
-    def load_ready(self, after_id: int = 0) -> list[Ready]:
+    def load_ready(self, after_id: int = 0) -> list[Pending]:
         with self._mutex:
             rows = self._db.execute(
                 f"SELECT {_READY_COLUMNS}, {_LAST_INTERRUPTED.format(number='attempts')} "
                 "FROM runs WHERE status IN ('queued', 'retrying') AND id > ? ORDER BY id",
                 (after_id,),
             ).fetchall()
-        return [Ready(*row) for row in rows]
+        return [Pending(*row) for row in rows]
 
     def changed(self) -> bool:
         with self._mutex:

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import time
 from collections import defaultdict, deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from ..job import Job
+from ..retry import Retry
+from ..run import Outcome
 
 TARGET_AHEAD = 0.005  # seconds of estimated work queued in each worker
 MAX_WINDOW = 256  # runs in flight per worker at most
@@ -61,6 +65,43 @@ class Ticket:
 
     def __repr__(self) -> str:
         return f"<Ticket run={self.id} {self.job.name} attempt={self.attempts}>"
+
+
+class Policy(NamedTuple):
+    """A job's effective options, resolved once: its retry (or the supervisor's default)."""
+
+    retry: Retry
+    timeout: float | None
+
+    @property
+    def attempts(self) -> int:
+        return self.retry.attempts
+
+
+class Window:
+    """What the tracker knows of one worker: its pid, whether it is ready, the runs sent to it in
+    execution order (the head is the one it runs now), and what was decided about it."""
+
+    __slots__ = ("index", "pid", "ready", "inflight", "ahead", "runs_done", "head_started", "deadline", "kill",
+                 "peak_memory", "retiring", "stop_sent")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.attach(0)
+
+    def attach(self, pid: int) -> None:
+        """A new worker process took this place: it holds nothing yet."""
+        self.pid = pid
+        self.ready = False
+        self.inflight: deque[Ticket] = deque()
+        self.ahead = 0.0  # estimated seconds of work in inflight
+        self.runs_done = 0
+        self.head_started = 0.0
+        self.deadline: Any = None  # the timer of the head's timeout or cancel grace
+        self.kill: tuple[Ticket, Outcome, str] | None = None  # the run we killed the worker for, and why
+        self.peak_memory = 0
+        self.retiring = False  # no new runs: it is being recycled or stopped
+        self.stop_sent = False
 
 
 class ReadyQueue:
@@ -212,3 +253,36 @@ class Limits:
 
     def __len__(self) -> int:
         return sum(len(line) for line in self.parked.values())
+
+
+def fill(window: Window, ready: ReadyQueue, live: dict[int, Ticket], limits: Limits, estimates: Estimates,
+         claims: list[tuple[int, int]], max_runs: int | None, now: float,
+         rate_refused: Callable[[Job[Any, Any]], None]) -> list[Ticket]:
+    """Claim ready runs for one worker while its window has room (see the module docstring); the
+    batch to send it. Each claim counts an attempt and is recorded in `claims`; a run refused by
+    its job's limits is parked there, and `rate_refused(job)` is told when the rate refused it."""
+    inflight = window.inflight
+    if window.retiring or inflight and (not window.ready or window.ahead >= TARGET_AHEAD / 2):
+        return []
+    room = MAX_WINDOW - len(inflight)
+    if max_runs is not None:
+        room = min(room, max_runs - window.runs_done - len(inflight))
+    batch: list[Ticket] = []
+    cost = estimates.cost
+    while ready and room > 0 and (not inflight or window.ahead < TARGET_AHEAD):
+        ticket = ready.pop()
+        if ticket.id not in live:
+            continue  # cancelled while queued
+        if ticket.job.limited and (refused := limits.admit(ticket, time.monotonic())):
+            if refused == "rate":  # a concurrency refusal waits for a release instead
+                rate_refused(ticket.job)
+            continue
+        ticket.attempts += 1
+        ticket.claimed_at = now
+        ticket.estimate = cost(ticket.job.name)
+        window.ahead += ticket.estimate
+        inflight.append(ticket)
+        claims.append((ticket.id, ticket.attempts))
+        batch.append(ticket)
+        room -= 1
+    return batch

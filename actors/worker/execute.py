@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from ..context import Context
 from ..errors import SoftTimeout
 from ..job import Job
-from ..protocol import Done, Failed, storable
+from ..protocol import Done, Failed, Order, storable
 from ..retry import Retry
 
 MAX_ERROR_TEXT = 64 * 1024  # characters of an error message or traceback kept
@@ -60,20 +60,20 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def execute(job: Job[Any, Any], run: tuple[int, int, str, str, float | None, dict[str, str] | None],
-            inbox: Any, resource: Any, max_result_size: int, default_retry: Retry) -> Done | Failed:
-    """Run one attempt and describe how it ended; never raises."""
-    run_id, attempt, _, input_json, soft_timeout, steps = run
+def execute(job: Job[Any, Any], order: Order, inbox: Any, resource: Any, max_result_size: int,
+            default_retry: Retry) -> Done | Failed:
+    """Run one attempt of `order` (a run of `job`) and describe how it ended; never raises."""
+    run_id, attempt, soft_timeout = order.run_id, order.attempt, order.soft_timeout
     started = time.perf_counter()
     if run_id in inbox.cancelled:
         return Failed(run_id, attempt, "RunCancelled", "cancelled before it started", "", False, 0.0, peak_rss())
     try:
-        value = job.input_model.model_validate_json(input_json)
+        value = job.input_model.model_validate_json(order.input)
     except ValidationError as exc:
         kind, message, text = _describe(exc)
         return Failed(run_id, attempt, kind, f"invalid input for job {job.name!r}: {message}", text, False,
                       time.perf_counter() - started, peak_rss())
-    ctx = Context(run_id, attempt, job.name, resource=resource, steps=steps, send=inbox.send,
+    ctx = Context(run_id, attempt, job.name, resource=resource, steps=order.steps, send=inbox.send,
                   is_cancelled=inbox.is_cancelled, max_size=max_result_size)
     if soft_timeout:
         signal.signal(signal.SIGALRM, _raise_soft_timeout)

@@ -28,7 +28,17 @@ import time
 from collections import deque
 from typing import Any
 
-from ..protocol import Assign, Cancel, FrameReader, Ready, SetupFailed, Stop, encode, write_frame
+from ..protocol import (
+    Assign,
+    Cancel,
+    FrameReader,
+    Order,
+    Ready,
+    SetupFailed,
+    Stop,
+    encode,
+    write_frame,
+)
 from .execute import _describe, execute
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -115,7 +125,7 @@ class Inbox:
         # runs between the EINTR and the retry of a frame that wrote nothing yet).
         self.lock = threading.RLock()
         self.reader = FrameReader()
-        self.pending: deque[tuple[int, int, str, str, float | None, dict[str, str] | None]] = deque()
+        self.pending: deque[Order] = deque()
         self.cancelled: set[int] = set()
         self.stopping = False
         self.closed = False
@@ -216,9 +226,9 @@ def _serve(inbox: Inbox, jobs: dict[str, Any], resources: dict[str, Any], max_re
         if now - polled > 0.001:  # cancels for runs sent ahead; a syscall, so at most once a millisecond
             polled = now
             inbox.receive(block=False)
-        run = pending.popleft()
-        name = run[2]
-        inbox.send(execute(jobs[name], run, inbox, resources.get(name), max_result_size, default_retry))
+        order = pending.popleft()
+        name = order.job
+        inbox.send(execute(jobs[name], order, inbox, resources.get(name), max_result_size, default_retry))
         _restore(home)
 
 

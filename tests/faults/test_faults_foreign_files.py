@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from actors import Client, RunStatus, StoreError, StoreLocked, Supervisor, job
 from actors.stores.base import SCHEMA_VERSION
-from actors.stores.sqlite import APPLICATION_ID
+from actors.stores.sqlite_file import APPLICATION_ID
 
 
 class Num(BaseModel):

@@ -16,7 +16,7 @@ from conftest import live_descendants
 from pydantic import BaseModel
 
 from actors import Outcome, RunStatus, Supervisor, job
-from actors.supervisor.pool import tree_memory
+from actors.supervisor.processes import tree_memory
 
 
 class Spec(BaseModel):

@@ -258,7 +258,7 @@ def test_an_exception_escaping_a_loop_callback_stops_serving_and_is_reported(db:
         raise LookupError("a broken timer")
 
     sup.on("submitted", lambda record: None)
-    threading.Timer(0.5, lambda: sup._loop.call_soon_threadsafe(explode)).start()
+    threading.Timer(0.5, lambda: sup._serving.loop.call_soon_threadsafe(explode)).start()
     with pytest.raises(SupervisorCrashed, match="LookupError: a broken timer"):
         sup.serve(until="drained")
     sup.close()
@@ -395,7 +395,7 @@ def test_a_shutdown_from_another_thread_as_serve_starts_is_honoured(db: str) -> 
         sup = Supervisor([short], workers=1, store=db)
         serving = threading.Thread(target=sup.serve)
         serving.start()
-        wait_until(lambda sup=sup: sup._loop is not None, timeout=10, interval=0.0001, what="serve() to start")
+        wait_until(lambda sup=sup: sup._serving.loop is not None, timeout=10, interval=0.0001, what="serve() to start")
         sup.shutdown(timeout=20)
         serving.join(20)
         assert not serving.is_alive(), "serve() went on serving after shutdown()"

@@ -303,13 +303,14 @@ def test_a_requeue_moves_only_retrying_runs_to_queued(store: Store):
     assert store.get(retrying).attempts == 1
 
 
-def test_a_cancel_ends_queued_and_retrying_runs_only(store: Store):
+def test_cancel_queued_ends_queued_and_retrying_runs_only(store: Store):
     queued, retrying, running, succeeded = insert(store, 4, max_attempts=3)
     for run_id in (retrying, running, succeeded):
         claim(store, run_id, 1)
     store.commit(Changes(finishes=[finish(retrying, 1, "retrying", "failed", retry_at=NOW + 5),
                                    finish(succeeded, 1, output="1")]), NOW + 2)
-    store.commit(Changes(cancels=[queued, retrying, running, succeeded]), NOW + 3)
+    assert [store.cancel_queued(i, NOW + 3) for i in (queued, retrying, running, succeeded)] == [
+        True, True, False, False]
     for run_id in (queued, retrying):
         record = store.get(run_id)
         assert (record.status, record.error_type, record.finished_at) == (RunStatus.CANCELLED, "RunCancelled", NOW + 3)
@@ -345,13 +346,14 @@ def test_an_end_finishes_a_waiting_run_with_its_reason_and_spares_running_ones(s
 
 def test_one_commit_applies_every_kind_of_change(store: Store):
     a, b, c, d, e = insert(store, 5, max_attempts=2)
-    claim(store, b, 1)
-    claim(store, c, 1)
+    for run_id in (b, c, d):
+        claim(store, run_id, 1)
+    store.commit(Changes(finishes=[finish(d, 1, "retrying", "failed", retry_at=NOW + 2)]), NOW + 2)
     lost = store.commit(Changes(claims=[(a, 1)], finishes=[finish(b, 1, output="1")], unclaims=[(c, 1)],
-                                cancels=[d], ends=[(e, "failed", "E", "m")]), NOW + 3)
+                                requeues=[d], ends=[(e, "failed", "E", "m")]), NOW + 3)
     assert lost == set()
     assert [store.get(i).status for i in (a, b, c, d, e)] == [
-        RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.QUEUED, RunStatus.CANCELLED, RunStatus.FAILED]
+        RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.QUEUED, RunStatus.QUEUED, RunStatus.FAILED]
 
 
 def test_empty_changes_are_falsy():

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from actors.supervisor.pool import HEALTHY_AFTER, Pool, WorkerSlot, _state
+from actors.supervisor.pool import HEALTHY_AFTER, Pool, WorkerSlot
+from actors.supervisor.processes import process_state as _state
 
 
 class FakeLoop:
@@ -24,7 +25,8 @@ class FakeLoop:
 
 def make_pool() -> tuple[Pool, FakeLoop, list[WorkerSlot]]:
     loop = FakeLoop()
-    pool = Pool(loop, 1, b"", lambda *a: None, lambda *a: None, lambda *a: None, 2.0, 1 << 20)  # type: ignore[arg-type]
+    pool = Pool(loop, 1, b"", lambda *a: None, lambda *a: None, lambda *a: None, 2.0, 1 << 20,  # type: ignore[arg-type]
+                on_ready=lambda *a: None, on_orphaned=lambda *a: None)
     spawned: list[WorkerSlot] = []
     pool.spawn = spawned.append  # type: ignore[method-assign]
     return pool, loop, spawned
@@ -61,14 +63,14 @@ def test_fork_servers_lost_in_quick_succession_back_off_and_spawns_wait_for_the_
     holds = []
     for fake in range(10**7, 10**7 + 4):
         pool._lose_server(fake, "died")
-        holds.append(round(pool._server_hold - time.monotonic(), 1))
+        holds.append(round(pool.servers.hold - time.monotonic(), 1))
     assert holds[0] <= 0.0 and holds[1:] == [0.1, 0.2, 0.4]  # the first replacement is immediate
     pool._lose_server(10**7, "died")  # the same server seen again (one EOF per worker) counts once
-    assert pool.server_failures == 4
+    assert pool.servers.failures == 4
     assert pool._defer(slot) and 0.3 < loop.later[-1] <= 0.4  # a spawn now waits for the backoff
-    pool._server_since = time.monotonic() - HEALTHY_AFTER - 1  # the last server lived long enough
+    pool.servers.since = time.monotonic() - HEALTHY_AFTER - 1  # the last server lived long enough
     pool._lose_server(10**7 + 10, "is stopped")
-    assert pool.server_failures == 1
+    assert pool.servers.failures == 1
     pool.close()
 
 

@@ -1,0 +1,114 @@
+"""`Handle`: one submitted run, read through the `RunOwner` that stored it.
+
+A handle keeps no store of its own: it asks its owner (a `Supervisor` or a `Client`) to read
+the run, to wait for it and to cancel it. So this module imports neither of them, and nothing
+below the package's face imports `client.py` (no import circle client <-> supervisor).
+
+Waiting: `result()` asks the owner to wait in slices of 1 ms growing to 50 ms. A supervisor
+wakes the handle as soon as a run it holds ends; for a run it does not hold (served by another
+process, or cancelled by one) it cannot, and then the slices are the poll interval. A client
+cannot wake anyone: its `wait_for` polls the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Generator
+from typing import Any, Generic, Protocol, TypeVar
+
+from .errors import RunCancelled, RunFailed, RunNotFound, RunTimedOut
+from .job import Job
+from .run import RunRecord, RunStatus
+
+Out = TypeVar("Out")
+
+FIRST_PAUSE = 0.001  # seconds: the first slice of a wait, doubled each time...
+MAX_PAUSE = 0.05  # ...up to this
+
+
+class RunOwner(Protocol):
+    """What a handle needs from whoever stored its run (`Supervisor` and `Client` satisfy it)."""
+
+    def get(self, run_id: int, attempts: bool = False) -> RunRecord | None:
+        """The run as stored now (with its attempt log if asked); None if there is no such run."""
+        ...
+
+    def wait_for(self, run_id: int, timeout: float) -> bool:
+        """Block until the run has ended, or `timeout` seconds; whether it ended."""
+        ...
+
+    def cancel(self, run_id: int) -> bool:
+        """Cancel the run; whether it was still live."""
+        ...
+
+
+def read_run(owner: RunOwner, run_id: int, attempts: bool = False) -> RunRecord:
+    """The stored run, or RunNotFound: what `run()` of a supervisor or a client and a handle's
+    `record()` return."""
+    record = owner.get(run_id, attempts=attempts)
+    if record is None:
+        raise RunNotFound(f"run {run_id} does not exist in the store")
+    return record
+
+
+class Handle(Generic[Out]):
+    """A submitted run: `.id`, `.status()`, `.result(timeout)`, `.cancel()`, and `await handle`.
+
+    `job` parses the output into the job's output type; without it (the job is unknown where the
+    handle was made) `result()` returns plain JSON data.
+    """
+
+    __slots__ = ("id", "job", "_owner")
+
+    def __init__(self, owner: RunOwner, run_id: int, job: Job[Any, Out] | None) -> None:
+        self.id = run_id
+        self.job = job
+        self._owner = owner
+
+    def __repr__(self) -> str:
+        return f"<Handle run={self.id} job={self.job.name if self.job else '?'}>"
+
+    def record(self, attempts: bool = False) -> RunRecord:
+        """The run as stored now (with its attempt log if asked)."""
+        return read_run(self._owner, self.id, attempts)
+
+    def status(self) -> RunStatus:
+        """The run's state now; `progress()` and `record()` say more while it runs."""
+        return self.record().status
+
+    def progress(self) -> tuple[float | None, str | None]:
+        """The last `ctx.progress(fraction, message)` the running job reported."""
+        record = self.record()
+        return record.progress, record.progress_message
+
+    def result(self, timeout: float | None = None) -> Out:
+        """Wait for the run to end and return its output (validated by the job's output type,
+        or plain JSON data when the job is unknown here). Raises RunFailed, RunTimedOut or
+        RunCancelled when it ended without one, TimeoutError when `timeout` seconds pass first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = FIRST_PAUSE
+        while True:
+            record = self.record()
+            if record.status.is_terminal:
+                return self._unwrap(record)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"run {self.id} is still {record.status} after {timeout} s")
+            self._owner.wait_for(self.id, pause if left is None else min(pause, left))
+            pause = min(pause * 2, MAX_PAUSE)
+
+    def _unwrap(self, record: RunRecord) -> Out:
+        if record.status is RunStatus.SUCCEEDED:
+            if self.job is not None and record.output is not None:
+                return self.job.parse_output(record.output)
+            return record.result
+        error = {RunStatus.TIMED_OUT: RunTimedOut, RunStatus.CANCELLED: RunCancelled}.get(record.status, RunFailed)
+        raise error(record.id, record.error_type, record.message, record.traceback)
+
+    def cancel(self) -> bool:
+        """Cancel the run; whether it was still live. A queued or retrying run is cancelled at once."""
+        return self._owner.cancel(self.id)
+
+    def __await__(self) -> Generator[Any, None, Out]:
+        return asyncio.get_running_loop().run_in_executor(None, self.result).__await__()

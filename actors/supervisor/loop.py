@@ -1,0 +1,423 @@
+"""One serve session: the uvloop event loop, its timers, the cross-thread inbox, the store poll,
+and the stop states. It wires the tracker (run state) to the pool (processes); both report to
+it, and only this loop's thread touches run state while serving.
+
+    submit() (any thread) ──► store.insert ──► tickets ──► inbox ──┐
+    Client (other process) ──► store ──► poll (data_version) ──────┴─► Tracker: ready queue
+    turn: Tracker.dispatch (claims) ──► store.commit (one transaction) ──► Tracker.act:
+          Assign ──► Pool ──► worker pipe; waiters woken; retries and requeues armed
+    worker pipe ──► Pool reader ──► Tracker.report ──► Changes (next turn's commit)
+    worker exit (pidfd) ──► Pool ──► Tracker.worker_exited ──► Changes; Pool restarts the slot
+
+Group commit: callbacks only record changes; `_turn`, scheduled once per loop turn, commits
+everything of that turn in one transaction and only then acts on it, so every state change is
+durable before anything depends on it. An exception that escapes any callback stops serving
+(`SupervisorCrashed`) instead of leaving a turn's changes lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import threading
+import time
+import warnings
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ..errors import StoreError, SupervisorCrashed
+from ..stores import Changes
+from .outcomes import signal_name
+from .pool import Pool, WorkerSlot
+from .processes import tree_memory
+from .shutdown import SignalGuard
+from .tracker import Tracker, Window
+
+if TYPE_CHECKING:
+    from .dispatch import Ticket
+    from .supervisor import Supervisor
+
+log = logging.getLogger("actors")
+MEMORY_SAMPLE = 0.25  # seconds between samples of the workers' memory, with max_memory
+
+
+class Stage(enum.Enum):
+    """idle -> starting -> serving -> draining (graceful) | forcing -> stopped -> idle."""
+
+    IDLE = "idle"
+    STARTING = "starting"
+    SERVING = "serving"
+    DRAINING = "draining"
+    FORCING = "forcing"
+    STOPPED = "stopped"
+
+
+class ServeLoop:
+    """The serving side of one supervisor; the tracker's `Effects`. Lives as long as it does."""
+
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+        self.tracker = Tracker(sup.policies, self, sup.workers, kill_grace=sup.kill_grace,
+                               max_runs_per_worker=sup.max_runs_per_worker)
+        self.stage = Stage.IDLE
+        # Guards what threads other than the loop's touch: the start of serve() (so a shutdown()
+        # from another thread at that moment is not lost) and submits while no loop runs.
+        self.lock = threading.RLock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: int | None = None
+        self.pool: Pool | None = None
+        self.fatal: BaseException | None = None
+        self.finished = threading.Event()
+        self.turns = 0  # loop turns that ran (a loop that spins shows here)
+        self._until: str | None = None
+        self._stop_request: bool | None = None  # a shutdown(graceful) asked for while starting
+        self._stopped: asyncio.Future[None] | None = None
+        self._exit_code = 0
+        self._signals = SignalGuard()
+        self._signal_count = 0
+        self._timers: list[tuple[float, Any]] = []  # (due on the loop's clock, handle)
+        self._turn_pending = False
+        self._inbox: deque[list[Ticket]] = deque()  # tickets submitted from other threads
+        self._inbox_armed = False
+
+    # -- Effects, for the tracker --------------------------------------------------------------
+
+    def later(self, delay: float, fn: Any, *args: Any) -> Any | None:
+        """A timer that the session cancels when it ends (the list forgets timers that fired);
+        None while no loop serves. The due time is kept beside the handle: uvloop returns a plain
+        `Handle`, without `when()`, for a delay <= 0."""
+        loop = self.loop
+        if loop is None:
+            return None
+        now = loop.time()
+        handle = loop.call_later(delay, fn, *args)
+        timers = self._timers
+        if len(timers) > 64:
+            timers[:] = [(due, t) for due, t in timers if due > now and not t.cancelled()]
+        timers.append((now + delay, handle))
+        return handle
+
+    def send(self, window: Window, message: Any) -> None:
+        if self.pool is not None:
+            self.pool.send(self.pool.slots[window.index], message)
+
+    def terminate(self, window: Window, note: str | None = None) -> bool:
+        pool = self.pool
+        if pool is None:
+            return False
+        slot = pool.slots[window.index]
+        if slot.exited or slot.terminating:
+            return False
+        if note is not None:
+            slot.note = note
+        pool.terminate(slot)
+        return True
+
+    @property
+    def listening(self) -> bool:
+        return bool(self.sup._listeners)
+
+    def emit(self, event: str, ticket: Ticket) -> None:
+        self.sup._emit(event, ticket.id)
+
+    def notify(self, run_id: int) -> None:
+        self.sup._waiters.notify(run_id)
+
+    def wake(self) -> None:
+        if not self._turn_pending and self.loop is not None:
+            self._turn_pending = True
+            self.loop.call_soon(self._turn)
+
+    # -- other threads ---------------------------------------------------------------------------
+
+    def foreign_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The serving loop if it belongs to another thread (running or about to run), else None."""
+        loop = self.loop
+        if loop is None or self.thread == threading.get_ident() or loop.is_closed():
+            return None
+        return loop
+
+    def call(self, fn: Any, *args: Any) -> None:
+        """Run fn on the loop's thread: now if we are on it or none serves, else soon."""
+        loop = self.foreign_loop()
+        if loop is None:
+            fn(*args)
+            return
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop closed meanwhile: nobody else touches the state now
+            fn(*args)
+
+    def hand_over(self, tickets: list[Ticket]) -> None:
+        """Queue new tickets from any thread. Other threads drop them in an inbox and wake the
+        loop once for however many arrive before it looks (fewer wake-ups, bigger batches)."""
+        loop = self.foreign_loop()
+        if loop is None:
+            with self.lock:  # no loop yet: submitting threads take turns, and serve() waits
+                loop = self.foreign_loop()
+                if loop is None:
+                    self.tracker.enqueue(tickets)
+                    return
+        self._inbox.append(tickets)
+        if not self._inbox_armed:
+            self._inbox_armed = True
+            try:
+                loop.call_soon_threadsafe(self._take_inbox)
+            except RuntimeError:
+                self._take_inbox()
+
+    def _take_inbox(self) -> None:
+        """Queue what other threads submitted. A poll of the store may have brought a run in
+        first (it reads every committed row): a run known here, or one the poll already scanned
+        past (so it was loaded, and maybe has ended, or was no longer queued), is not queued again."""
+        self._inbox_armed = False  # first disarm, then drain: a later append re-arms
+        inbox = self._inbox
+        while inbox:
+            scanned = self.tracker.scanned
+            self.tracker.enqueue([t for t in inbox.popleft() if t.id > scanned])
+
+    # -- the turn --------------------------------------------------------------------------------
+
+    def _turn(self) -> None:
+        """Once per loop turn: dispatch, commit the turn's changes in one transaction, act."""
+        self._turn_pending = False
+        self.turns += 1
+        tracker = self.tracker
+        sends = tracker.dispatch(self._open_windows()) if self.stage is Stage.SERVING else []
+        changes = tracker.take_changes()
+        lost: set[int] = set()
+        if changes:
+            try:
+                lost = self.sup.store.commit(changes, time.time())
+            except StoreError as exc:
+                self._die(exc)
+                return
+        tracker.act(sends, lost)
+        self._check_progress()
+
+    def _open_windows(self) -> list[Window]:
+        pool = self.pool
+        if pool is None:
+            return []
+        windows = self.tracker.windows
+        return [windows[slot.index] for slot in pool.slots if not slot.exited and not slot.terminating]
+
+    # -- the pool's reports ----------------------------------------------------------------------
+
+    def _on_message(self, slot: WorkerSlot, message: Any) -> None:
+        self.tracker.report(self.tracker.windows[slot.index], message)
+
+    def _on_spawn(self, slot: WorkerSlot) -> None:
+        self.tracker.windows[slot.index].attach(slot.pid)
+        self.wake()
+
+    def _on_ready(self, slot: WorkerSlot) -> None:
+        self.tracker.worker_ready(self.tracker.windows[slot.index])
+
+    def _on_orphaned(self, slot: WorkerSlot) -> None:
+        self.tracker.retire(self.tracker.windows[slot.index])
+
+    def _on_exit(self, slot: WorkerSlot, exitcode: int | None) -> None:
+        """A worker process is gone: the tracker settles its runs, the pool refills its place."""
+        expected = self.tracker.worker_exited(self.tracker.windows[slot.index], exitcode,
+                                              forcing=self.stage is Stage.FORCING, setup_error=slot.setup_error,
+                                              note=slot.note)
+        if self.stage is Stage.SERVING and self.pool is not None:
+            delay = self.pool.schedule_restart(slot, crashed=not expected)
+            if delay:
+                log.warning("worker slot %d restarts in %.1f s after %d quick deaths", slot.index, delay, slot.failures)
+
+    def _sample_memory(self) -> None:
+        """Kill a worker whose tree holds more than max_memory; remember peaks for the attempt log."""
+        limit, pool = self.sup.max_memory, self.pool
+        assert limit is not None and pool is not None
+        for slot in pool.slots:
+            window = self.tracker.windows[slot.index]
+            if not slot.exited and not slot.terminating and window.inflight:
+                self.tracker.memory_sampled(window, tree_memory(slot.pid), limit)
+        self.later(MEMORY_SAMPLE, self._sample_memory)
+
+    def _poll_store(self) -> None:
+        """Pick up runs that other processes (Clients) stored."""
+        store = self.sup.store
+        try:
+            if store.changed():
+                self.tracker.load(store.load_ready(self.tracker.scanned), self.sup.jobs, store.steps)
+        except StoreError as exc:
+            self._die(exc)
+            return
+        self.later(self.sup.poll_interval, self._poll_store)
+
+    # -- a session -------------------------------------------------------------------------------
+
+    def run(self, until: str | None) -> None:
+        """Serve until a stop (see `Supervisor.serve`); raises what stopped it, if anything did."""
+        with self.lock:
+            if self.stage is not Stage.IDLE:
+                raise RuntimeError("this supervisor is already serving or was stopped")
+            self.stage = Stage.STARTING
+            self._stop_request = None
+            self._until = until
+            import uvloop
+
+            loop = uvloop.new_event_loop()
+            self.loop, self.thread = loop, threading.get_ident()
+            self.finished.clear()
+        self._signals.save()
+        try:
+            loop.run_until_complete(self._serve())
+        finally:
+            self._signals.restore()
+            for _, timer in self._timers:
+                timer.cancel()
+            self._timers.clear()
+            self.tracker.disarm()
+            loop.close()
+            self.loop = self.thread = None
+            self._take_inbox()  # submitted from another thread as serving ended: keep them queued
+            with self.lock:
+                self.stage = Stage.IDLE if self.fatal is None else Stage.STOPPED
+            self._signal_count = 0
+            self.finished.set()
+        if self.fatal is not None:
+            raise self.fatal
+        if self._exit_code:
+            code, self._exit_code = self._exit_code, 0
+            raise SystemExit(code)
+
+    async def _serve(self) -> None:
+        sup, loop = self.sup, asyncio.get_running_loop()
+        self._stopped = loop.create_future()
+        self.stage = Stage.SERVING
+        import dill
+
+        with warnings.catch_warnings():  # jobs from __main__ are found by reference in the worker
+            warnings.simplefilter("ignore", dill.PicklingWarning)
+            registry = dill.dumps((sup.jobs, sup.default_retry), recurse=True, byref=True)
+        self.pool = Pool(loop, sup.workers, registry, self._on_message, self._on_exit, self._on_spawn,
+                         sup.kill_grace, sup.max_result_size, on_ready=self._on_ready, on_orphaned=self._on_orphaned)
+        loop.set_exception_handler(self._on_loop_error)
+        try:
+            self._signals.install(loop, self._on_signal, self._log_status)
+            self.tracker.arm()  # delayed or retrying while not serving
+            self.pool.start()
+            sup._cron.start()
+            self.later(sup.poll_interval, self._poll_store)
+            if sup.max_memory is not None:
+                self.later(MEMORY_SAMPLE, self._sample_memory)
+            self.wake()
+            if self._stop_request is not None:  # shutdown() came while serve() was starting
+                self.begin_stop(self._stop_request)
+            await self._stopped
+        finally:
+            self.pool.close()
+            changes = self.tracker.take_changes()
+            if changes and self.fatal is None:
+                try:
+                    sup.store.commit(changes, time.time())
+                except StoreError as exc:
+                    self.fatal = exc
+
+    def _check_progress(self) -> None:
+        """Drain mode ends when nothing is left; a stop ends when every worker is gone."""
+        tracker, pool = self.tracker, self.pool
+        if self.stage is Stage.SERVING:
+            if self._until == "drained" and not tracker.tickets and not tracker.changes:
+                tracker.load(self.sup.store.load_ready(tracker.scanned), self.sup.jobs, self.sup.store.steps)
+                if not tracker.tickets and not tracker.changes:
+                    self.begin_stop(graceful=True)
+            return
+        if self.stage in (Stage.DRAINING, Stage.FORCING) and pool is not None:
+            if self.stage is Stage.DRAINING and not tracker.running():
+                for slot in pool.slots:
+                    if not slot.exited:
+                        tracker.retire(tracker.windows[slot.index])
+            if all(slot.exited for slot in pool.slots) and not tracker.changes and not tracker.after:
+                self.stage = Stage.STOPPED
+                if self._stopped is not None and not self._stopped.done():
+                    self._stopped.set_result(None)
+
+    def begin_stop(self, graceful: bool, reason: str | None = None) -> None:
+        if self.stage in (Stage.IDLE, Stage.STOPPED) or self.loop is None:
+            return
+        if graceful and self.stage is Stage.SERVING:
+            self.stage = Stage.DRAINING
+            if reason:
+                log.warning("%s: finishing %d running run(s) within %.0f s, queued runs stay queued; "
+                            "send it again to stop now", reason, self.tracker.running(), self.sup.grace)
+            self.later(self.sup.grace, self._grace_over)
+        elif not graceful and self.stage in (Stage.SERVING, Stage.DRAINING):
+            self.stage = Stage.FORCING
+            if reason:
+                log.warning("%s: stopping now; running runs are interrupted and queued again", reason)
+            assert self.pool is not None
+            for slot in self.pool.slots:
+                if slot.restart_handle is not None:
+                    slot.restart_handle.cancel()
+                    slot.restart_handle = None
+                self.pool.terminate(slot)
+        self.wake()
+
+    def request_stop(self, graceful: bool, timeout: float | None) -> None:
+        """shutdown() from any thread: honoured whenever it comes while a session runs or starts."""
+        with self.lock:
+            loop = self.loop
+            if loop is None or self.stage in (Stage.IDLE, Stage.STOPPED):
+                return
+            if self.thread == threading.get_ident():
+                self.begin_stop(graceful)
+                return
+            # the session reads this once serving, in case the call below runs before it is
+            self._stop_request = graceful and self._stop_request is not False
+            try:
+                loop.call_soon_threadsafe(self.begin_stop, graceful)
+            except RuntimeError:  # the loop closed meanwhile: serve() is returning
+                pass
+        self.finished.wait(timeout)
+
+    def _grace_over(self) -> None:
+        if self.stage is Stage.DRAINING:
+            self._exit_code = self._exit_code or 128 + 15
+            self.begin_stop(graceful=False, reason=f"grace period of {self.sup.grace:.0f} s is over")
+
+    def _on_signal(self, signum: int) -> None:
+        self._signal_count += 1
+        name = signal_name(signum)
+        if self._signal_count == 1:
+            self.begin_stop(graceful=True, reason=f"received {name}")
+        elif self.stage is not Stage.FORCING:
+            self._exit_code = 128 + signum
+            self.begin_stop(graceful=False, reason=f"received {name} again")
+
+    def _log_status(self) -> None:
+        now = time.time()
+        running = [f"run {w.inflight[0].id} ({w.inflight[0].job.name}, {now - w.inflight[0].claimed_at:.1f} s)"
+                   for w in self.tracker.windows if w.inflight]
+        pids = [s.pid for s in self.pool.slots if s.alive] if self.pool else []
+        log.warning("status: %s; %d queued; running: %s; worker pids: %s", self.stage.value, len(self.tracker.ready),
+                    ", ".join(running) or "none", pids)
+
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """An exception escaped a callback of the loop (a turn, a timer, a pipe reader): the
+        turn it broke may have lost changes, so serving on would break promises silently. Stop,
+        and let `serve()` raise; the next start requeues what was running."""
+        exc = context.get("exception")
+        where = context.get("message") or "a loop callback"
+        error = SupervisorCrashed(f"the supervisor stopped on an unexpected error in {where}: "
+                                  f"{type(exc).__name__ if exc else 'error'}: {exc}")
+        error.__cause__ = exc
+        log.error("%s", error, exc_info=exc, extra={"actors_loop_error": True})
+        if self.fatal is None:
+            self._die(error, logged=True)
+
+    def _die(self, exc: BaseException, logged: bool = False) -> None:
+        """The store failed, or the loop broke: stop everything rather than carry on without
+        durability."""
+        if not logged:
+            log.error("stopping: %s", exc)
+        self.fatal = exc
+        self.tracker.changes = Changes()
+        self.tracker.after = []
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
