@@ -15,6 +15,7 @@ from .errors import (
     ActorsError,
     DuplicateJob,
     JobNotFound,
+    NotServing,
     RunCancelled,
     RunError,
     RunFailed,
@@ -40,7 +41,7 @@ __all__ = [
     # stores
     "Store", "SQLiteStore", "MemoryStore",
     # errors
-    "ActorsError", "JobNotFound", "DuplicateJob", "StoreError", "StoreLocked", "SupervisorCrashed", "RunNotFound", "RunError",
+    "ActorsError", "JobNotFound", "DuplicateJob", "NotServing", "StoreError", "StoreLocked", "SupervisorCrashed", "RunNotFound", "RunError",
     "RunFailed", "RunTimedOut", "RunCancelled", "SoftTimeout",
     # helpers
     "compute_backoff", "parse_duration",

@@ -12,50 +12,96 @@ import os
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from .durations import Duration
-from .errors import JobNotFound
+from .errors import JobNotFound, StoreError
 from .handle import FIRST_PAUSE, MAX_PAUSE, Handle, read_run
 from .job import Job
 from .run import RunRecord, RunStatus
 from .stores import Store, open_store
-from .submission import new_runs
+from .submission import NO_INPUT, new_runs, submitted_input
 
 __all__ = ["Client", "Handle"]
 
+In = TypeVar("In")
 Out = TypeVar("Out")
 
 
 class Client:
     """Submit into and read from a store that a supervisor (maybe in another process) serves.
 
-    `Client(store="runs.db").submit("thumbnail", {"src": "a.jpg"})`: with a `Job` (or the name
-    of one in `jobs`) the input is validated here; with another job name it is validated by the
-    worker (a bad one fails the run). The serving supervisor notices new runs within its poll
-    interval (50 ms by default). Runs stored here carry no attempt limit of their own: the
-    serving supervisor's policy (the job's retry, else its default) decides.
+    - `store`: the path of the SQLite file a supervisor serves (or a `Store`). It is made
+      absolute here, so a later `os.chdir` changes nothing. A path where no file exists is
+      refused with a StoreError (a typo, or a relative path from another directory, would
+      otherwise make a new empty store that no supervisor serves): a supervisor creates its
+      store when it first opens it. `create=True` creates it here instead (0600, like a
+      supervisor's), for a client that stores runs before any supervisor has started.
+    - `jobs`: the `Job`s this process can import (default none). A job known here, passed to
+      `submit` as a `Job` or by the name of one in `jobs`, has its input validated before
+      anything is stored (pydantic.ValidationError) and its version, priority and timeout
+      stored with the run; its handles' `result()`, and that of `handle(run_id)` for a run of
+      it, return its output model. A run of any other job name is stored as given, its input
+      validated by the worker (a bad one fails the run), and its result is plain JSON data.
+
+    `Client(store="runs.db", jobs=[thumbnail]).submit("thumbnail", {"src": "a.jpg"})`. The
+    serving supervisor notices new runs within its poll interval (50 ms by default). Runs
+    stored here carry no attempt limit of their own: the serving supervisor's policy (the job's
+    retry, else its default) decides.
     """
 
-    def __init__(self, store: str | os.PathLike[str] | Store = "actors.db", jobs: Iterable[Job[Any, Any]] = ()) -> None:
+    def __init__(self, store: str | os.PathLike[str] | Store = "actors.db", jobs: Iterable[Job[Any, Any]] = (),
+                 *, create: bool = False) -> None:
         if isinstance(store, str) and store == ":memory:":
             raise ValueError("a Client needs a store shared with a supervisor: a path, not ':memory:'")
+        if isinstance(store, str | os.PathLike):
+            store = os.path.abspath(store)  # now: a later os.chdir changes nothing
+            if not create and not os.path.exists(store):
+                raise StoreError(f"store {store} does not exist: a Supervisor creates its store when it first "
+                                 "opens it, so start one on this path first (or check the path), or pass "
+                                 "Client(..., create=True) to create it here")
         self.store = open_store(store, lock=False)
         self.jobs = {j.name: j for j in jobs}
 
     # -- submitting (the same options as Supervisor.submit / submit_many) ---------------------------
 
-    def submit(self, job: Job[Any, Out] | str, input: Any, *, priority: int | None = None,
+    @overload
+    def submit(self, job: Job[In, Out], input: In | dict[str, Any] = ..., /, *, priority: int | None = None,
                timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
-               key: str | None = None) -> Handle[Out]:
+               key: str | None = None, rerun: str | None = None, **fields: Any) -> Handle[Out]: ...
+    @overload
+    def submit(self, job: str, input: Any = ..., /, *, priority: int | None = None,
+               timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
+               key: str | None = None, rerun: str | None = None, **fields: Any) -> Handle[Any]: ...
+    def submit(self, job: Job[Any, Out] | str, input: Any = NO_INPUT, /, *, priority: int | None = None,
+               timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
+               key: str | None = None, rerun: str | None = None, **fields: Any) -> Handle[Out]:
         """Store a queued run; durable when this returns. `delay` / `at` hold it until then; `key`
-        is an idempotency key (submitting it again returns the stored run's handle)."""
-        return self.submit_many(job, [input], priority=priority, timeout=timeout, delay=delay, at=at,
-                                keys=None if key is None else [key])[0]
+        is an idempotency key (submitting it again returns the stored run's handle), and
+        `rerun="failed"` runs again the key's run if it ended without success (see Supervisor.submit).
 
+        The input is positional or, when there is none, given as keyword fields, by the rule of
+        `Supervisor.submit` (the options keep their names; for a bare job name not in `jobs`
+        the fields are stored as given)."""
+        if input is NO_INPUT or fields:
+            known = self.jobs.get(job) if isinstance(job, str) else job if isinstance(job, Job) else None
+            input = submitted_input(known, input, fields,
+                                    {"priority": priority, "timeout": timeout, "delay": delay, "at": at, "key": key,
+                                     "rerun": rerun})
+        return self.submit_many(job, [input], priority=priority, timeout=timeout, delay=delay, at=at,
+                                keys=None if key is None else [key], rerun=rerun)[0]
+
+    @overload
+    def submit_many(self, job: Job[In, Out], inputs: Iterable[In | dict[str, Any]], *, priority: int | None = None,
+                    timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
+                    keys: list[str] | None = None, rerun: str | None = None) -> list[Handle[Out]]: ...
+    @overload
+    def submit_many(self, job: str, inputs: Iterable[Any], *, priority: int | None = None,
+                    timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
+                    keys: list[str] | None = None, rerun: str | None = None) -> list[Handle[Any]]: ...
     def submit_many(self, job: Job[Any, Out] | str, inputs: Iterable[Any], *, priority: int | None = None,
                     timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
-                    keys: list[str] | None = None) -> list[Handle[Out]]:
+                    keys: list[str] | None = None, rerun: str | None = None) -> list[Handle[Out]]:
         """Like submit, for a batch stored in one transaction (all or nothing)."""
         if isinstance(job, str):
             known: Job[Any, Out] | None = self.jobs.get(job)
@@ -65,7 +111,7 @@ class Client:
             raise JobNotFound(f"not a job or a job name: {job!r}")
         now = time.time()
         rows = new_runs(known or job, inputs, now, default_attempts=None, priority=priority, timeout=timeout,
-                        delay=delay, at=at, keys=keys)
+                        delay=delay, at=at, keys=keys, rerun=rerun)
         if not rows:
             return []
         return [Handle(self, run_id, known) for run_id, _ in self.store.insert(rows, now)]
@@ -96,10 +142,22 @@ class Client:
         cancelled from here (only its supervisor can reach its worker): False."""
         return self.store.cancel_queued(run_id, time.time())
 
+    def serving(self) -> bool | None:
+        """Whether a supervisor serves this store now, as far as the store can tell (its serving
+        lock); None for a store that cannot tell."""
+        served = getattr(self.store, "served", None)
+        return served() if callable(served) else None
+
     # -- reading ----------------------------------------------------------------------------------
 
+    @overload
+    def handle(self, run_id: int, job: None = None) -> Handle[Any]: ...
+    @overload
+    def handle(self, run_id: int, job: Job[Any, Out]) -> Handle[Out]: ...
     def handle(self, run_id: int, job: Job[Any, Out] | None = None) -> Handle[Out]:
-        """A handle on an existing run (results as plain JSON data unless its job is given/known)."""
+        """A handle on an existing run (RunNotFound if there is none, when `job` is not given).
+        Its `result()` returns the job's output model when the job is given here or was given
+        in `jobs=`, else plain JSON data."""
         if job is None:
             job = self.jobs.get(read_run(self, run_id).job)
         return Handle(self, run_id, job)

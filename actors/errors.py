@@ -29,6 +29,11 @@ class SupervisorCrashed(ActorsError):
     are found `running` by the next start and queued again."""
 
 
+class NotServing(ActorsError):
+    """Raised by `Handle.result()` without a timeout when no supervisor serves the run's store
+    (none in this process, and the store's serving lock is free), so the wait could never end."""
+
+
 class RunNotFound(ActorsError, LookupError):
     """Raised when a run id does not exist in the store."""
 

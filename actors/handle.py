@@ -17,7 +17,7 @@ import time
 from collections.abc import Generator
 from typing import Any, Generic, Protocol, TypeVar
 
-from .errors import RunCancelled, RunFailed, RunNotFound, RunTimedOut
+from .errors import NotServing, RunCancelled, RunFailed, RunNotFound, RunTimedOut
 from .job import Job
 from .run import RunRecord, RunStatus
 
@@ -25,6 +25,7 @@ Out = TypeVar("Out")
 
 FIRST_PAUSE = 0.001  # seconds: the first slice of a wait, doubled each time...
 MAX_PAUSE = 0.05  # ...up to this
+NOT_SERVING_GRACE = 1.0  # seconds a wait without a timeout sees no supervisor before NotServing
 
 
 class RunOwner(Protocol):
@@ -40,6 +41,10 @@ class RunOwner(Protocol):
 
     def cancel(self, run_id: int) -> bool:
         """Cancel the run; whether it was still live."""
+        ...
+
+    def serving(self) -> bool | None:
+        """Whether a supervisor serves the run's store now (None: cannot tell)."""
         ...
 
 
@@ -67,7 +72,19 @@ class Handle(Generic[Out]):
         self._owner = owner
 
     def __repr__(self) -> str:
-        return f"<Handle run={self.id} job={self.job.name if self.job else '?'}>"
+        """`<Handle 42 thumbnail succeeded attempts=1/4 finished 3s ago>`: the run as stored now
+        (`RunRecord.summary`). A repr is for a person, who wants the status, so it reads the
+        store once, as `status()` does (one primary-key read); it never raises: a run the store
+        does not hold, or a store that cannot be read (closed), is said instead."""
+        try:
+            record = self._owner.get(self.id)
+        except Exception as exc:
+            record, missing = None, f"store unreadable: {type(exc).__name__}"
+        else:
+            missing = "not in the store"
+        if record is None:
+            return f"<Handle {self.id} {self.job.name if self.job else '?'} ({missing})>"
+        return f"<Handle {record.summary()}>"
 
     def record(self, attempts: bool = False) -> RunRecord:
         """The run as stored now (with its attempt log if asked)."""
@@ -85,9 +102,14 @@ class Handle(Generic[Out]):
     def result(self, timeout: float | None = None) -> Out:
         """Wait for the run to end and return its output (validated by the job's output type,
         or plain JSON data when the job is unknown here). Raises RunFailed, RunTimedOut or
-        RunCancelled when it ended without one, TimeoutError when `timeout` seconds pass first."""
+        RunCancelled when it ended without one, TimeoutError when `timeout` seconds pass first.
+
+        Without a timeout, a wait that could never end raises NotServing: when for a second no
+        supervisor serves the store (none serving in this process, and the store's serving lock
+        free), as when `serve()` was forgotten or has returned."""
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = FIRST_PAUSE
+        unserved: float | None = None  # since when no supervisor was seen serving
         while True:
             record = self.record()
             if record.status.is_terminal:
@@ -95,8 +117,22 @@ class Handle(Generic[Out]):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise TimeoutError(f"run {self.id} is still {record.status} after {timeout} s")
+            if deadline is None:
+                unserved = self._check_served(record, unserved)
             self._owner.wait_for(self.id, pause if left is None else min(pause, left))
             pause = min(pause * 2, MAX_PAUSE)
+
+    def _check_served(self, record: RunRecord, unserved: float | None) -> float | None:
+        if self._owner.serving() is not False:
+            return None
+        now = time.monotonic()
+        if unserved is None:
+            return now
+        if now - unserved < NOT_SERVING_GRACE:
+            return unserved
+        raise NotServing(f"run {self.id} is {record.status} and no supervisor serves its store, so result() "
+                         "would wait forever: call serve() (or serve(until=\"drained\")) first, or serve the "
+                         "store from another process, or pass a timeout")
 
     def _unwrap(self, record: RunRecord) -> Out:
         if record.status is RunStatus.SUCCEEDED:

@@ -1,10 +1,22 @@
 """`@job`: a typed function plus its options, the unit the supervisor schedules.
 
-The input model is the first parameter's annotation (a pydantic `BaseModel`); the output type
-is the return annotation (a model or anything `pydantic.TypeAdapter` validates: `int`,
-`list[str]`, `None`...). An optional second parameter receives the run's `Context`. Inputs are
-validated at `submit` (in the caller) and outputs in the worker, so the supervisor only moves
-JSON text.
+The input type is the first parameter's annotation and the output type the return annotation:
+each is anything `pydantic.TypeAdapter` validates (a `BaseModel`, a dataclass, a `TypedDict`,
+`int`, `str`, `pathlib.Path`, `bytes`, `list[str]`, `None`...). An optional second parameter
+receives the run's `Context`. Inputs are validated at `submit` (in the caller) and outputs in
+the worker, so the supervisor only moves JSON text.
+
+Each side travels as a `Payload`: validators and serializers built from the type's pydantic
+core schema, copied with two changes, so that what is stored reads back as what was sent:
+- `bytes` are base64 in JSON, also inside models, dataclasses and TypedDicts whatever their own
+  `ser_json_bytes` says (pydantic's default writes bytes as UTF-8 text, which fails on a PNG).
+- On the input side, a model, dataclass or TypedDict that does not set `extra` itself in its
+  config refuses keys it does not know (`extra_forbidden`), so a typo in a dict (`{"widht": 3}`)
+  is an error at submit instead of a silently dropped field; one that says `extra="ignore"` or
+  `"allow"` keeps pydantic's behaviour. A model instance is not validated again. Computed fields
+  of an input are not stored (they are computed again from the fields).
+A type that cannot travel as JSON (an arbitrary class such as `PIL.Image.Image`, `type[...]`, a
+callable) is a TypeError when the job is declared, naming the job and the type.
 
 JSON has no NaN or infinity and pydantic writes both as `null`, so a float that is not finite
 would come back as something else or fail its own model when read. Both sides refuse it with a
@@ -15,22 +27,32 @@ text; only text that holds a `null` is looked at further.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import math
+import types
 import typing
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar, overload
+from collections.abc import Callable, Coroutine, Hashable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar, Unpack, overload
 
 import pydantic_core
-from pydantic import BaseModel, TypeAdapter, ValidationError
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, PydanticSchemaGenerationError, TypeAdapter, ValidationError
+from pydantic_core import CoreConfig, PydanticCustomError, SchemaSerializer, SchemaValidator
 
 from .durations import Duration, optional_duration, parse_rate
 from .retry import Retry
 
-In = TypeVar("In", bound=BaseModel)
+In = TypeVar("In")
 Out = TypeVar("Out")
+
+if TYPE_CHECKING:
+    from .context import Context
+
+    # a job function as a type checker sees it: (input) or (input, ctx), returning the output
+    # or, for an `async def`, a coroutine whose result is the output
+    JobFunction = Callable[[In], Out] | Callable[[In, Context], Out]
+    AsyncJobFunction = JobFunction[In, Coroutine[Any, Any, Out]]
 
 
 class Priority:
@@ -85,6 +107,113 @@ def _refuse_nonfinite(data: Any, title: str, job_name: str) -> None:
         raise ValidationError.from_exception_data(title, [{"type": error, "loc": found[0], "input": found[1]}])
 
 
+# -- payloads: how an input or an output travels as JSON ------------------------------------------
+
+BYTES_AS_BASE64: CoreConfig = {"ser_json_bytes": "base64", "val_json_bytes": "base64"}
+_STRUCTURED = ("model", "dataclass", "typed-dict")  # core schema types that carry a class and a config
+_NOT_JSON = ("is-instance", "is-subclass", "callable")  # validators that cannot read JSON
+_USER_FUNCTIONS = ("function-before", "function-wrap", "function-plain")  # the user's code reads the input
+_NOT_SCHEMAS = ("metadata", "default", "expected", "config", "cls", "ref")  # values, not schemas: kept as is
+
+
+class _Never:
+    """A type no input has (the fast path of `validate_input` is for model instances only)."""
+
+
+def type_name(kind: Any) -> str:
+    """A type as a message names it: `PIL.Image.Image`, `int`, `list[tests.Made]`."""
+    if isinstance(kind, type) and not isinstance(kind, types.GenericAlias):
+        module = getattr(kind, "__module__", "builtins")
+        return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+    return kind if isinstance(kind, str) else repr(kind).replace("typing.", "")
+
+
+def _sets_extra(cls: type) -> bool:
+    """Whether a model, dataclass or TypedDict says `extra=` in its own config."""
+    config = getattr(cls, "model_config" if issubclass(cls, BaseModel) else "__pydantic_config__", None)
+    return isinstance(config, dict) and "extra" in config
+
+
+def _rewrite(node: Any, is_input: bool, checking: bool, blocked: list[Any]) -> Any:
+    """A copy of the core schema `node` (dicts and lists copied, nothing mutated) where every
+    model, dataclass and TypedDict stores bytes as base64 and, for an input that does not set
+    `extra` itself, forbids unknown keys and stores no computed field. What cannot read JSON
+    (while `checking`: not under a user's validator function, nor a python-only branch) is added
+    to `blocked`."""
+    if isinstance(node, list):
+        return [_rewrite(item, is_input, checking, blocked) for item in node]
+    if not isinstance(node, dict):
+        return node
+    kind = node.get("type")
+    if checking and kind in _NOT_JSON and node.get("cls") is not Hashable:
+        blocked.append(node.get("cls", kind))
+    copy: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _NOT_SCHEMAS or not isinstance(value, dict | list):
+            copy[key] = value
+        elif is_input and key == "computed_fields":
+            continue  # serialized only: stored, they would be unknown keys when the worker reads the input
+        else:
+            inner = checking and key != "serialization" and not (key == "python_schema" and kind == "json-or-python") \
+                and not (key == "schema" and kind in _USER_FUNCTIONS)
+            copy[key] = _rewrite(value, is_input, inner, blocked)
+    cls = node.get("cls")
+    if kind in _STRUCTURED and isinstance(cls, type):
+        config: dict[str, Any] = {**(node.get("config") or {}), **BYTES_AS_BASE64}
+        if is_input and not _sets_extra(cls):
+            if kind != "typed-dict":
+                config["extra_fields_behavior"] = "forbid"
+            elif copy.get("extra_behavior", "ignore") == "ignore":  # not closed, no extra_items
+                copy["extra_behavior"] = "forbid"
+        copy["config"] = config
+    return copy
+
+
+def _fields(kind: Any) -> frozenset[str] | None:
+    """The field names (and string aliases) of a model, dataclass or TypedDict; None for a type
+    without fields (an int, a str, a list...)."""
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        fields = kind.model_fields
+        return frozenset(fields) | {f.alias for f in fields.values() if isinstance(f.alias, str)}
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        return frozenset(f.name for f in dataclasses.fields(kind))
+    if isinstance(kind, type) and issubclass(kind, dict) and hasattr(kind, "__required_keys__"):  # a TypedDict
+        return frozenset(kind.__annotations__)
+    return None
+
+
+class Payload:
+    """One side of a job (`role`: "input" or "output") as it travels: validated by its type and
+    stored as JSON text. See the module docstring for what differs from the type's own pydantic
+    validation; a type that cannot travel as JSON is a TypeError naming the job and the type."""
+
+    def __init__(self, kind: Any, role: str, job_name: str) -> None:
+        self.kind = kind
+        blocked: list[Any] = []
+        try:
+            schema = _rewrite(TypeAdapter(kind).core_schema, role == "input", True, blocked)
+        except PydanticSchemaGenerationError as exc:
+            raise TypeError(_not_json(job_name, role, kind, None)) from exc
+        if blocked:
+            raise TypeError(_not_json(job_name, role, kind, blocked[0]))
+        try:  # built from the rewritten schema, not from the classes' own prebuilt validators
+            self.validator = SchemaValidator(schema, BYTES_AS_BASE64, _use_prebuilt=False)
+            self.serializer = SchemaSerializer(schema, BYTES_AS_BASE64, _use_prebuilt=False)
+        except TypeError:  # a pydantic-core without `_use_prebuilt`: nested classes keep their own config
+            self.validator = SchemaValidator(schema, BYTES_AS_BASE64)
+            self.serializer = SchemaSerializer(schema, BYTES_AS_BASE64)
+        self.fields = _fields(kind)
+        self.model: type = kind if isinstance(kind, type) and issubclass(kind, BaseModel) else _Never
+        self.title = getattr(kind, "__name__", None) or repr(kind)
+
+
+def _not_json(job_name: str, role: str, kind: Any, inner: Any) -> str:
+    holds = "" if inner is None or inner is kind else f" (it holds {type_name(inner)})"
+    verb = "return" if role == "output" else "take"
+    return (f"job {job_name!r}: its {role} type {type_name(kind)} cannot be stored as JSON{holds}; "
+            f"{verb} a path to a file (str or pathlib.Path) or bytes instead")
+
+
 class Job(Generic[In, Out]):
     """A registered job: the function, its name, models and options. Calling it calls the function."""
 
@@ -93,7 +222,7 @@ class Job(Generic[In, Out]):
         fn: Callable[..., Out],
         *,
         name: str | None = None,
-        input: type[In] | None = None,
+        input: Any = None,
         output: Any = inspect.Parameter.empty,
         timeout: Duration | None = None,
         soft_timeout: Duration | None = None,
@@ -123,17 +252,23 @@ class Job(Generic[In, Out]):
             hints = typing.get_type_hints(fn)
         except Exception:
             hints = getattr(fn, "__annotations__", {})
-        model = input if input is not None else hints.get(params[0].name)
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        kind = input if input is not None else hints.get(params[0].name, inspect.Parameter.empty)
+        if kind is inspect.Parameter.empty:
             raise TypeError(
-                f"job {self.name!r}: the first parameter must be annotated with a pydantic BaseModel "
-                f"(or pass input=Model), got {model!r}"
+                f"job {self.name!r}: annotate the first parameter with the input type (a pydantic model, a "
+                "dataclass, a TypedDict, int, str... anything pydantic validates) or pass input=..."
             )
-        self.input_model: type[In] = model  # type: ignore[assignment]
+        if isinstance(kind, str):  # a forward reference get_type_hints could not resolve
+            raise TypeError(f"job {self.name!r}: cannot resolve the annotation {kind!r} of its first parameter: "
+                            "define the type at module level, or pass input=...")
+        # the input type; `input_model` is its older name, kept for code that reads it
+        self.input_type: Any = kind
+        self.input_model: Any = kind
         if output is inspect.Parameter.empty:
             output = hints.get("return", Any)
         self.output_type = output
-        self.output_adapter: TypeAdapter[Out] = TypeAdapter(output)
+        self._input = Payload(kind, "input", self.name)
+        self._output = Payload(output, "output", self.name)
         self.timeout = optional_duration(timeout, what=f"timeout of job {self.name!r}")
         self.soft_timeout = optional_duration(soft_timeout, what=f"soft_timeout of job {self.name!r}")
         if self.soft_timeout is not None and self.timeout is not None and self.soft_timeout >= self.timeout:
@@ -157,9 +292,10 @@ class Job(Generic[In, Out]):
         if cron is not None:
             check_cron(cron, self.name)
             try:
-                self.input_model()
+                self.validate_input({})  # what each tick submits
             except Exception as exc:
-                raise ValueError(f"job {self.name!r}: a cron job's input model must have defaults for every field") from exc
+                raise ValueError(f"job {self.name!r}: each tick of a cron job submits {{}}, so its input must be a "
+                                 "model (or dataclass, TypedDict) with defaults for every field") from exc
         self.cron = cron
         if not isinstance(version, int) or version < 1:
             raise ValueError(f"job {self.name!r}: invalid version {version!r}: expected an int >= 1")
@@ -175,28 +311,40 @@ class Job(Generic[In, Out]):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["output_adapter"]  # rebuilt on the other side of the pipe
+        del state["_input"], state["_output"]  # rebuilt on the other side of the pipe
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.output_adapter = TypeAdapter(self.output_type)
+        self._input = Payload(self.input_type, "input", self.name)
+        self._output = Payload(self.output_type, "output", self.name)
+
+    @property
+    def input_fields(self) -> frozenset[str] | None:
+        """The field names (and aliases) of the input type; None for an input without fields."""
+        return self._input.fields
 
     def __call__(self, *args: Any, **kwargs: Any) -> Out:
         return self.fn(*args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"<Job {self.name} ({self.input_model.__name__}) -> {getattr(self.output_type, '__name__', self.output_type)}>"
+        return f"<Job {self.name} ({self._input.title}) -> {self._output.title}>"
 
     def validate_input(self, value: Any) -> str:
-        """The input as JSON text, validated by the input model (raises pydantic.ValidationError,
-        also for a NaN or an infinity anywhere in it)."""
-        if type(value) is not self.input_model:
-            value = self.input_model.model_validate(value)
-        text = value.model_dump_json()
+        """The input as JSON text, validated by the input type (raises pydantic.ValidationError,
+        also for a key that a model, dataclass or TypedDict does not know, or a NaN or an infinity
+        anywhere in it). A model instance is taken as valid."""
+        payload = self._input
+        if type(value) is not payload.model:
+            value = payload.validator.validate_python(value)
+        text: str = payload.serializer.to_json(value).decode()
         if "null" in text:  # where a NaN or an infinity would have gone
-            _refuse_nonfinite(value.model_dump(), self.input_model.__name__, self.name)
+            _refuse_nonfinite(payload.serializer.to_python(value), payload.title, self.name)
         return text
+
+    def parse_input(self, text: str) -> In:
+        """Stored input JSON back as the input type (what the worker calls the function with)."""
+        return self._input.validator.validate_json(text)
 
     def unique_key(self, input_json: str) -> str | None:
         """The key that makes a run unique while live (`unique=`), from its validated input."""
@@ -205,48 +353,74 @@ class Job(Generic[In, Out]):
         if self.unique is True:
             return hashlib.sha256(input_json.encode()).hexdigest()
         try:
-            return repr(self.unique(self.input_model.model_validate_json(input_json)))
+            return repr(self.unique(self.parse_input(input_json)))
         except Exception as exc:  # the user's function: say whose it is
             raise ValueError(f"job {self.name!r}: its unique= function raised {type(exc).__name__}: {exc}") from exc
 
     def output_json(self, value: Any) -> str:
         """Validate a returned value against the output type and serialize it (runs in the worker);
         a NaN or an infinity anywhere in it raises pydantic.ValidationError."""
-        adapter = self.output_adapter
-        value = adapter.validate_python(value)
-        text = adapter.dump_json(value).decode()
+        payload = self._output
+        value = payload.validator.validate_python(value)
+        text: str = payload.serializer.to_json(value).decode()
         if "null" in text:  # where a NaN or an infinity would have gone
-            _refuse_nonfinite(adapter.dump_python(value), getattr(self.output_type, "__name__", None)
-                              or repr(self.output_type), self.name)
+            _refuse_nonfinite(payload.serializer.to_python(value), payload.title, self.name)
         return text
 
     def parse_output(self, text: str) -> Out:
-        """The stored JSON output back as the output type."""
-        return self.output_adapter.validate_json(text)
+        """The stored JSON output back as the output type (bytes: from base64)."""
+        return self._output.validator.validate_json(text)
 
 
+class JobOptions(TypedDict, total=False):
+    """The options of `@job` besides `input=` / `output=` (see `Job`), as type checkers see them."""
+
+    name: str | None
+    timeout: Duration | None
+    soft_timeout: Duration | None
+    retry: Retry | int | None
+    priority: int
+    concurrency: int | None
+    rate: str | None
+    unique: bool | Callable[[Any], Any]
+    cron: str | None
+    version: int
+    min_version: int | None
+    setup: Callable[[], Any] | None
+    before_run: Callable[[Any], Any] | None
+    after_run: Callable[[Any, BaseException | None], Any] | None
+
+
+class JobDecorator(Protocol):
+    """What `job(**options)` returns: a decorator typed as bare `@job` is."""
+
+    @overload
+    def __call__(self, fn: AsyncJobFunction[In, Out], /) -> Job[In, Out]: ...
+    @overload
+    def __call__(self, fn: JobFunction[In, Out], /) -> Job[In, Out]: ...
+
+
+# Typing: `Job[In, Out]` takes In from the first parameter's annotation and Out from the return
+# annotation, the result of the coroutine for an `async def`; `input=` and `output=` given both
+# set them (a lambda). With only one of them, or values that are not classes, it is Job[Any, Any].
 @overload
-def job(fn: Callable[..., Out], /) -> Job[Any, Out]: ...
+def job(fn: AsyncJobFunction[In, Out], /, **options: Unpack[JobOptions]) -> Job[In, Out]: ...
 @overload
-def job(
-    *,
-    name: str | None = ...,
-    input: type[BaseModel] | None = ...,
-    output: Any = ...,
-    timeout: Duration | None = ...,
-    soft_timeout: Duration | None = ...,
-    retry: Retry | int | None = ...,
-    priority: int = ...,
-    concurrency: int | None = ...,
-    rate: str | None = ...,
-    unique: bool | Callable[[Any], Any] = ...,
-    cron: str | None = ...,
-    version: int = ...,
-    min_version: int | None = ...,
-    setup: Callable[[], Any] | None = ...,
-    before_run: Callable[[Any], Any] | None = ...,
-    after_run: Callable[[Any, BaseException | None], Any] | None = ...,
-) -> Callable[[Callable[..., Out]], Job[Any, Out]]: ...
+def job(fn: JobFunction[In, Out], /, **options: Unpack[JobOptions]) -> Job[In, Out]: ...
+@overload
+def job(fn: Callable[..., Any], /, *, input: type[In], output: type[Out],
+        **options: Unpack[JobOptions]) -> Job[In, Out]: ...
+@overload
+def job(fn: Callable[..., Any], /, *, input: Any = ..., output: Any = ...,
+        **options: Unpack[JobOptions]) -> Job[Any, Any]: ...
+@overload
+def job(*, input: type[In], output: type[Out],
+        **options: Unpack[JobOptions]) -> Callable[[Callable[..., Any]], Job[In, Out]]: ...
+@overload
+def job(**options: Unpack[JobOptions]) -> JobDecorator: ...
+@overload
+def job(*, input: Any = ..., output: Any = ...,
+        **options: Unpack[JobOptions]) -> Callable[[Callable[..., Any]], Job[Any, Any]]: ...
 def job(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Declare a job, bare (`@job`) or with options (`@job(timeout="30s", retry=Retry(3))`)."""
     if fn is not None:

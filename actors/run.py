@@ -1,8 +1,16 @@
-"""The shapes the store persists: a run, its attempts, and their statuses."""
+"""The shapes the store persists: a run, its attempts, and their statuses.
+
+Times are stored as epoch seconds (`created_at`, `started_at`, ...: what the store and the
+supervisor compute with); for a person, each also reads as an aware UTC datetime (`created`,
+`started`, ...), and `repr()` is one short line: `<Run 42 thumbnail succeeded attempts=1/4
+finished 3s ago>` (see `RunRecord.summary`). Input, output and tracebacks stay out of reprs.
+"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -51,13 +59,19 @@ class NewRun:
     timeout: float | None = None
     scheduled_at: float = 0.0
     version: int = 1
-    key: str | None = None  # idempotency key: one run per key for the store's lifetime
+    key: str | None = None  # idempotency key: names one current run of the job (see `Store.insert`)
     unique_key: str | None = None  # one live (queued/running/retrying) run per key
+    # with a key: the ended statuses in which the key's run is replaced by this new one (a rerun)
+    rerun: frozenset[RunStatus] | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class Attempt:
-    """One try of a run: times in epoch seconds, outcome, error, and what the worker looked like."""
+    """One try of a run: times in epoch seconds, outcome, error, and what the worker looked like.
+
+    `started` / `finished` are the times as aware UTC datetimes; `repr()` is one short line,
+    `<Attempt 2 failed ValueError 1.2s pid=4242>` (outcome, error type, time taken, worker).
+    """
 
     number: int
     started_at: float
@@ -71,10 +85,35 @@ class Attempt:
     signal: int | None = None
     peak_rss: int | None = None
 
+    @property
+    def started(self) -> datetime:
+        """`started_at` as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.started_at, UTC)
 
-@dataclass(slots=True)
+    @property
+    def finished(self) -> datetime | None:
+        """`finished_at` as an aware UTC datetime; None while it runs."""
+        return _utc(self.finished_at)
+
+    def __repr__(self) -> str:
+        parts = [f"<Attempt {self.number}", str(self.outcome or "running")]
+        if self.error_type and self.outcome is not Outcome.SUCCEEDED:
+            parts.append(_clip(self.error_type, keep_end=True))
+        if self.finished_at is not None:
+            parts.append(_span(self.finished_at - self.started_at))
+        if self.worker_pid is not None:
+            parts.append(f"pid={self.worker_pid}")
+        return " ".join(parts) + ">"
+
+
+@dataclass(slots=True, repr=False)
 class RunRecord:
-    """A run as stored. `input` and `output` are JSON text; `attempts` counts claimed attempts."""
+    """A run as stored. `input` and `output` are JSON text; `attempts` counts claimed attempts.
+
+    A rerun (`submit(..., key=k, rerun="failed")` of a run that ended without success) is a new
+    run that takes key `k` over: the earlier run keeps its attempts and steps but no key, and
+    the new one names it in `rerun_of`, so the runs a key named form a chain back from its
+    current one."""
 
     id: int
     job: str
@@ -84,6 +123,8 @@ class RunRecord:
     priority: int = 0
     attempts: int = 0
     max_attempts: int | None = 1
+    # seconds: the job's timeout unless the submit gave one; None for a job without one, or a run
+    # stored by name by a client that does not know the job (the serving job's then applies)
     timeout: float | None = None
     created_at: float = 0.0
     scheduled_at: float = 0.0
@@ -96,7 +137,8 @@ class RunRecord:
     progress_message: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     version: int = 1
-    key: str | None = None
+    key: str | None = None  # None once a rerun took the key over (see `rerun_of`)
+    rerun_of: int | None = None  # the run under the same key that this one reruns
     attempt_log: list[Attempt] = field(default_factory=list)
     steps: dict[str, Any] = field(default_factory=dict)
 
@@ -106,3 +148,88 @@ class RunRecord:
         import json
 
         return None if self.output is None else json.loads(self.output)
+
+    # -- for a person: datetimes beside the epoch floats, and a one-line repr ---------------------
+
+    @property
+    def created(self) -> datetime:
+        """`created_at` (when it was submitted) as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.created_at, UTC)
+
+    @property
+    def scheduled(self) -> datetime:
+        """`scheduled_at` (when it may start: after a delay, or a retry's backoff) as an aware
+        UTC datetime."""
+        return datetime.fromtimestamp(self.scheduled_at, UTC)
+
+    @property
+    def started(self) -> datetime | None:
+        """`started_at` (the latest attempt's start) as an aware UTC datetime; None before one."""
+        return _utc(self.started_at)
+
+    @property
+    def finished(self) -> datetime | None:
+        """`finished_at` as an aware UTC datetime; None while the run is live."""
+        return _utc(self.finished_at)
+
+    def summary(self, now: float | None = None) -> str:
+        """The run in one short line (what `repr()` shows inside `<Run ...>`): id, job, status,
+        `attempts=claimed/limit` (just the count when the serving supervisor's policy sets the
+        limit), the progress of a running run, the error type of one that failed, timed out or
+        waits to retry, and its age relative to `now` (epoch seconds; default: the clock now).
+        For example `42 thumbnail succeeded attempts=1/4 finished 3s ago`, `43 thumbnail retrying
+        attempts=1/4 ValueError retry in 2.0s`, `44 thumbnail queued attempts=0/4 due in 5m`."""
+        now = time.time() if now is None else now
+        limit = "" if self.max_attempts is None else f"/{self.max_attempts}"
+        parts = [str(self.id), _clip(self.job), str(self.status), f"attempts={self.attempts}{limit}"]
+        if self.status is RunStatus.RUNNING and self.progress is not None:
+            parts.append(f"{self.progress:.0%}")
+        if self.error_type and self.status in _SHOWS_ERROR and self.error_type != _OWN_ERROR.get(self.status):
+            parts.append(_clip(self.error_type, keep_end=True))
+        parts.append(self._age(now))
+        return " ".join(parts)
+
+    def _age(self, now: float) -> str:
+        if self.status.is_terminal and self.finished_at is not None:
+            return f"finished {_span(now - self.finished_at)} ago"
+        if self.status is RunStatus.RUNNING and self.started_at is not None:
+            return f"started {_span(now - self.started_at)} ago"
+        due = self.scheduled_at or self.created_at
+        if self.status is RunStatus.RETRYING:
+            return f"retry in {_span(due - now)}" if due > now else f"retry due {_span(now - due)} ago"
+        return f"due in {_span(due - now)}" if due > now else f"queued {_span(now - due)} ago"
+
+    def __repr__(self) -> str:
+        return f"<Run {self.summary()}>"
+
+
+# The statuses whose one-line summary names the error type, unless it only repeats the status.
+_SHOWS_ERROR = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.RETRYING, RunStatus.CANCELLED})
+_OWN_ERROR = {RunStatus.TIMED_OUT: "RunTimedOut", RunStatus.CANCELLED: "RunCancelled"}
+
+
+def _utc(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def _span(seconds: float) -> str:
+    """A duration for a person, in the units `actors.durations` reads: 0.3s, 42s, 5m, 3h, 2d.
+    A negative one (another host's clock a little ahead) reads as 0.0s."""
+    seconds = max(seconds, 0.0)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{int(seconds)}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds // 3600:.0f}h"
+    return f"{seconds // 86400:.0f}d"
+
+
+def _clip(text: str, most: int = 30, *, keep_end: bool = False) -> str:
+    """A name cut to `most` characters (its end kept for an error type: the class name), so
+    that a repr stays one short line."""
+    if len(text) <= most:
+        return text
+    return "…" + text[1 - most :] if keep_end else text[: most - 1] + "…"

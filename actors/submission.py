@@ -7,6 +7,10 @@ client also accepts a bare name) and inserts the rows.
 A run submitted by job name alone (a client that was not given the job) stores the input as
 given and version `BY_NAME`: the serving supervisor fills in its job's version and unique key
 when it loads the run, and the worker validates the input (an invalid one fails that run).
+
+`submit` takes its input positionally or, when none is given, as keyword fields (`submitted_input`
+holds the rule): the options keep their names, and an option given by a name that is also a
+field of the job's input is refused rather than guessed at.
 """
 
 from __future__ import annotations
@@ -17,14 +21,52 @@ from datetime import datetime
 from typing import Any
 
 from .durations import Duration, optional_duration, parse_duration
-from .job import Job
-from .run import NewRun
+from .job import Job, type_name
+from .run import NewRun, RunStatus
 from .stores.base import BY_NAME
+
+
+class _NoInput:
+    def __repr__(self) -> str:
+        return "NO_INPUT"
+
+
+NO_INPUT: Any = _NoInput()  # the default of submit's input: the input comes from keyword fields
+
+
+def submitted_input(job: Job[Any, Any] | None, input: Any, fields: dict[str, Any], options: dict[str, Any]) -> Any:
+    """The input of one `submit(job, input, **options, **fields)` call (`job`: None for a bare
+    job name, whose fields are stored as given).
+
+    Given positionally, `input` is the input, and keyword fields beside it are a TypeError. Else
+    the fields are the input, as a dict (none: `{}`, every field at its default). Where a field
+    of the input type has an option's name (`priority`, `timeout`, `delay`, `at`, `key`...), that
+    keyword is always the option: giving it while submitting by keywords is a TypeError naming
+    it, so a field is never taken for an option silently.
+    """
+    if input is not NO_INPUT:
+        if fields:
+            raise TypeError(f"submit() takes the input positionally or as keyword fields, not both: got an "
+                            f"input and {', '.join(map(repr, fields))}")
+        return input
+    if job is None:
+        return fields
+    known = job.input_fields
+    if known is None:
+        raise TypeError(f"job {job.name!r} takes {type_name(job.input_type)} as input, which has no fields: pass "
+                        "the input positionally, submit(job, value)")
+    clash = [name for name, value in options.items() if value is not None and name in known]
+    if clash:
+        raise TypeError(f"submit(): {clash[0]!r} is an option of submit() and also a field of the input of job "
+                        f"{job.name!r}; submitting by keywords it is taken as the option, so pass the input "
+                        f"positionally instead: submit(job, {{{clash[0]!r}: ...}}, {clash[0]}=...)")
+    return fields
 
 
 def new_runs(job: Job[Any, Any] | str, inputs: Iterable[Any], now: float, *, default_attempts: int | None,
              priority: int | None = None, timeout: Duration | None = None, delay: Duration | None = None,
-             at: datetime | None = None, keys: Sequence[str] | None = None) -> list[NewRun]:
+             at: datetime | None = None, keys: Sequence[str] | None = None,
+             rerun: str | None = None) -> list[NewRun]:
     """The rows to store for `inputs`, in order; raises before anything is stored.
 
     - `job`: a `Job` (each input is validated: pydantic.ValidationError) or a bare job name
@@ -38,7 +80,13 @@ def new_runs(job: Job[Any, Any] | str, inputs: Iterable[Any], now: float, *, def
     - `delay` / `at`: hold the runs for a duration / until a datetime (not both).
     - `keys`: one idempotency key per input (while a run with that key is in the store,
       submitting it again gives back that run).
+    - `rerun`: which runs under those keys are run again, as new runs that take the key over
+      (see `RERUN`); needs `keys` (ValueError without them).
     """
+    statuses = rerun_statuses(rerun)
+    if statuses is not None and keys is None:
+        raise ValueError(f"rerun={rerun!r} reruns the run under an idempotency key: give key= (submit) "
+                         "or keys= (submit_many)")
     run_timeout = optional_duration(timeout, what="timeout")
     if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
         raise TypeError(f"priority must be an int, got {priority!r}")
@@ -49,6 +97,7 @@ def new_runs(job: Job[Any, Any] | str, inputs: Iterable[Any], now: float, *, def
         if attempts is not None and job.retry is not None:
             attempts = job.retry.attempts
         validate, unique_key, version = job.validate_input, job.unique_key, job.version
+        run_timeout = job.timeout if run_timeout is None else run_timeout  # stored: what record.timeout shows
         rows = [NewRun(job.name, text, prio, attempts, run_timeout, scheduled, version, None, unique_key(text))
                 for text in map(validate, inputs)]
     else:
@@ -59,8 +108,26 @@ def new_runs(job: Job[Any, Any] | str, inputs: Iterable[Any], now: float, *, def
         if len(keys) != len(rows):
             raise ValueError(f"{len(keys)} keys for {len(rows)} inputs")
         for row, key in zip(rows, keys, strict=True):
-            row.key = key
+            row.key, row.rerun = key, statuses
     return rows
+
+
+# What `rerun=` accepts: the ended statuses in which the run under a key is replaced by a new run.
+# A live run (queued, running, retrying) is always given back, and so is a succeeded one.
+RERUN: dict[str, frozenset[RunStatus] | None] = {
+    "never": None,  # the default: a key names its run for good
+    "failed": frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED}),  # every end but success
+}
+
+
+def rerun_statuses(rerun: str | None) -> frozenset[RunStatus] | None:
+    """The statuses `rerun` covers (None: never), or ValueError naming the values allowed."""
+    if rerun is None:
+        return None
+    if not isinstance(rerun, str) or rerun not in RERUN:
+        raise ValueError(f"invalid rerun {rerun!r}: expected one of {', '.join(map(repr, RERUN))} (\"failed\" reruns a "
+                         "run that ended failed, timed_out or cancelled)")
+    return RERUN[rerun]
 
 
 def scheduled_at(now: float, delay: Duration | None, at: datetime | None) -> float:

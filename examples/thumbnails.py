@@ -12,7 +12,9 @@ process (`setup=`) and reach the job as `ctx.resource`.
 The store (thumbnails.db) remembers every run under an idempotency key (source, size, format,
 filter, output folder): press Ctrl-C to stop gracefully (running images finish, a second Ctrl-C
 stops at once) and run the same command again to finish only what was left. Images that failed
-are tried again by a rerun. Exit status: 0, 1 if some image failed, 130 after a forced stop.
+are tried again by a rerun (`submit(..., key=key, rerun="failed")`: a new run takes the key
+over from the one that failed, which keeps its attempt history). Exit status: 0, 1 if some
+image failed, 130 after a forced stop.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from rich.text import Text
 from actors import Context, Retry, RunStatus, Supervisor, job
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-GAVE_UP = {RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED}
 
 
 class Thumb(BaseModel):
@@ -115,17 +116,6 @@ def make_samples(folder: Path, count: int, size: tuple[int, int]) -> list[Path]:
     return paths
 
 
-def submit_once(sup: Supervisor, thumb: Thumb, key: str):
-    """One run per image and key: a run already stored is reused (done or still queued); one
-    that failed for good is tried again under a new key."""
-    while True:
-        handle = sup.submit(thumbnail, thumb, key=key)
-        status = handle.status()
-        if status not in GAVE_UP:
-            return handle, status
-        key = f"{key}#after-{handle.id}"
-
-
 class RateColumn(ProgressColumn):
     def render(self, task) -> Text:
         return Text(f"{task.speed or 0:5.1f} img/s", style="cyan")
@@ -173,8 +163,10 @@ def main() -> int:
             thumb = Thumb(src=str(src), dst=str(dst), width=width, height=height, format=args.format,
                           filter=args.filter)
             key = f"{src}|{width}x{height}|{args.format}|{args.filter}|{dst.parent}"
-            handle, status = submit_once(sup, thumb, key)
-            if status is RunStatus.SUCCEEDED:
+            # one run per image and key: a run already stored is reused (done or still queued); one
+            # that failed, timed out or was cancelled is run again
+            handle = sup.submit(thumbnail, thumb, key=key, rerun="failed")
+            if handle.status() is RunStatus.SUCCEEDED:
                 already += 1
             else:
                 ours.add(handle.id)

@@ -180,7 +180,7 @@ def test_a_client_cancels_a_queued_run_while_the_supervisor_serves(server, db: s
 
 
 def test_a_client_with_the_job_validates_input_before_storing(db: str):
-    with Client(store=db, jobs=[double]) as client:
+    with Client(store=db, jobs=[double], create=True) as client:
         with pytest.raises(pydantic.ValidationError):
             client.submit("double", {"x": "abc"})
         with pytest.raises(pydantic.ValidationError):
@@ -200,13 +200,13 @@ def test_a_client_with_the_job_validates_input_before_storing(db: str):
 def test_a_client_refuses_a_memory_store_and_non_jobs(db: str):
     with pytest.raises(ValueError, match="memory"):
         Client(store=":memory:")
-    with Client(store=db) as client, pytest.raises(actors.JobNotFound):
+    with Client(store=db, create=True) as client, pytest.raises(actors.JobNotFound):
         client.submit(42, {"x": 1})  # type: ignore[arg-type]
 
 
 def test_a_client_cancel_of_a_queued_run_means_it_never_runs(db: str, tmp_path: Path):
     marks = tmp_path / "marks.txt"
-    with Client(store=db) as client:
+    with Client(store=db, create=True) as client:
         keep = client.submit("mark", {"path": str(marks), "x": 1})
         drop = client.submit("mark", {"path": str(marks), "x": 2})
         assert drop.cancel() is True
@@ -221,7 +221,7 @@ def test_a_client_cancel_of_a_queued_run_means_it_never_runs(db: str, tmp_path: 
 
 
 def test_unknown_run_ids_raise_run_not_found(db: str):
-    with Client(store=db) as client:
+    with Client(store=db, create=True) as client:
         with pytest.raises(actors.RunNotFound):
             client.handle(999)
         with pytest.raises(actors.RunNotFound):
@@ -232,7 +232,7 @@ def test_unknown_run_ids_raise_run_not_found(db: str):
 
 def test_a_client_submit_takes_the_supervisors_options(db: str):
     at = datetime.now() + timedelta(hours=2)
-    with Client(store=db, jobs=[double]) as client:
+    with Client(store=db, jobs=[double], create=True) as client:
         before = time.time()
         delayed = client.run(client.submit(double, {"x": 1}, delay="1h", timeout="5s", priority=3).id)
         assert before + 3600 <= delayed.scheduled_at <= time.time() + 3600
@@ -278,7 +278,7 @@ def test_a_client_run_with_a_delay_waits_for_its_time_in_a_serving_supervisor(db
 
 
 def test_client_wait_for_polls_the_store_until_the_run_ends_or_time_is_up(db: str):
-    with Client(store=db) as client:
+    with Client(store=db, create=True) as client:
         handle = client.submit("double", {"x": 1})
         started = time.monotonic()
         assert client.wait_for(handle.id, 0.1) is False
@@ -392,3 +392,69 @@ def test_a_handle_keeps_working_after_serve_returns_and_from_a_fresh_client(db: 
         assert [r.id for r in client.runs(job="explode")] == [bad.id]
     with Client(store=db, jobs=[double]) as client:
         assert client.handle(ok.id).result(timeout=1) == Doubled(doubled=10)
+
+
+# -- the store's path --------------------------------------------------------------------------
+
+
+def test_a_client_refuses_a_store_that_does_not_exist_and_creates_nothing(tmp_path: Path, monkeypatch):
+    missing = tmp_path / "typo.db"
+    with pytest.raises(actors.StoreError) as caught:
+        Client(store=str(missing))
+    message = str(caught.value)
+    for words in (str(missing), "does not exist", "Supervisor creates", "create=True"):
+        assert words in message, message
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(actors.StoreError, match="does not exist") as caught:
+        Client(store="runs.db")  # a relative path, from the wrong directory
+    assert str(elsewhere / "runs.db") in str(caught.value)  # the error names the absolute path
+    with pytest.raises(actors.StoreError, match="does not exist"):
+        Client(store=Path("runs.db"), jobs=[double])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["elsewhere"]  # no file, no -wal, no -shm
+
+
+def test_a_client_with_create_true_makes_the_store_and_a_supervisor_serves_it(db: str):
+    with Client(store=db, create=True) as client:
+        handle = client.submit("double", {"x": 3})
+    assert Path(db).stat().st_mode & 0o777 == 0o600
+    with Client(store=db) as client:  # it exists now: no create needed
+        assert client.run(handle.id).status is RunStatus.QUEUED
+        with Supervisor([double], workers=1, store=db) as sup:
+            sup.serve(until="drained")
+        assert client.handle(handle.id).result(timeout=5) == {"doubled": 6}
+
+
+def test_a_client_keeps_its_store_s_absolute_path_across_chdir(tmp_path: Path, monkeypatch):
+    home, other = tmp_path / "home", tmp_path / "other"
+    home.mkdir()
+    other.mkdir()
+    Supervisor([double], workers=1, store=str(home / "runs.db")).close()  # a supervisor made the store
+    monkeypatch.chdir(home)
+    with Client(store="runs.db") as client:
+        assert client.store.path == str(home / "runs.db")  # type: ignore[attr-defined]
+        monkeypatch.chdir(other)
+        handle = client.submit("double", {"x": 1})
+        assert client.run(handle.id).status is RunStatus.QUEUED
+        assert repr(handle).startswith(f"<Handle {handle.id} double queued")
+    assert list(other.iterdir()) == []
+    monkeypatch.chdir(home)
+    with Client(store="runs.db") as again:
+        assert [r.id for r in again.runs()] == [handle.id]
+
+
+def test_a_client_that_knows_the_job_returns_its_model_from_any_handle(db: str):
+    with Client(store=db, create=True) as plain:
+        by_name = plain.submit("double", {"x": 3})  # this client was given no jobs
+        with_job = plain.submit(double, {"x": 4})  # a Job object: its handle knows the job
+        with Supervisor([double], workers=1, store=db) as sup:
+            sup.serve(until="drained")
+        assert by_name.result(timeout=5) == {"doubled": 6}
+        assert plain.handle(by_name.id).result(timeout=5) == {"doubled": 6}
+        assert with_job.result(timeout=5) == Doubled(doubled=8)
+        assert plain.handle(by_name.id, double).result(timeout=5) == Doubled(doubled=6)
+    with Client(store=db, jobs=[double]) as knowing:
+        assert knowing.handle(by_name.id).result(timeout=5) == Doubled(doubled=6)
+        assert knowing.handle(with_job.id).result(timeout=5) == Doubled(doubled=8)
+        assert knowing.submit("double", {"x": 5}).job is double  # by name, known: the model too

@@ -89,7 +89,8 @@ def test_record_status_progress_and_cancel_go_to_the_owner():
     handle.record(attempts=True)
     assert owner.reads[-1] == (1, True)
     assert handle.cancel() is True and owner.cancelled == [1]
-    assert repr(handle) == "<Handle run=1 job=double>"
+    assert repr(handle).startswith("<Handle 1 double queued attempts=0/1 queued ")  # read from the owner
+    assert repr(Handle(owner, 2, None)) == "<Handle 2 ? (not in the store)>"
 
 
 def test_an_ended_run_raises_its_error_and_a_missing_one_run_not_found():

@@ -218,7 +218,7 @@ if __name__ == "__main__":
 def test_a_waiting_retry_is_durable_across_a_restart_and_keeps_its_due_time(tmp_path: Path, db: str):
     first = start_script(tmp_path, RETRY_SCRIPT, "first")
     try:
-        with Client(store=db) as client:
+        with Client(store=db, create=True) as client:  # the script may not have made it yet
             record = wait_until(lambda: next(iter(client.runs(status="retrying")), None), timeout=20,
                                 what="the run to wait for its retry")
             assert record.scheduled_at > time.time() + 0.5, "the retry is not stored with a future due time"

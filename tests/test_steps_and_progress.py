@@ -154,7 +154,7 @@ if __name__ == "__main__":
 def test_completed_steps_survive_a_kill_9_of_the_supervisor(tmp_path: Path, db: str):
     first = start_script(tmp_path, STEPS_SCRIPT, "first")
     try:
-        with Client(store=db) as client:
+        with Client(store=db, create=True) as client:  # the script may not have made it yet
             wait_until(lambda: client.runs(status="running") and client.run(1).steps, timeout=20,
                        what="the first step to be stored")
             assert client.run(1).steps == {"first": {"value": 42}}

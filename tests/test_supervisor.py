@@ -143,7 +143,7 @@ def test_an_async_job_is_awaited_in_the_worker(db: str):
 
 def seeded(db: str) -> list[tuple[int, str, str, str]]:
     """Put one run in the store (so 'unchanged' is not trivially empty); the store's contents."""
-    with Client(store=db) as client:
+    with Client(store=db, create=True) as client:
         client.submit("double", {"x": 1})
     return stored(db)
 
@@ -356,7 +356,7 @@ def test_serve_until_drained_with_nothing_to_do_returns_at_once(db: str):
 
 
 def test_runs_stored_before_the_supervisor_started_are_served(db: str):
-    with Client(store=db) as client:
+    with Client(store=db, create=True) as client:
         handles = client.submit_many("double", [{"x": i} for i in range(10)])
         sup = Supervisor([double], workers=1, store=db)
         sup.serve(until="drained")

@@ -5,6 +5,18 @@ queued runs and cancel queued ones. One loop turn's changes arrive as one `Chang
 are committed in one transaction (group commit). Every finishing write is conditional on the
 run still being `running` in that attempt, so a late result loses cleanly to a timeout or a
 cancel.
+
+Idempotency keys and reruns: a key names one current run of its job. Submitting the key again
+gives that run back, whatever its status, unless the submission asks for a rerun
+(`NewRun.rerun`, from `submit(..., rerun="failed")`) and the key's run has ended in one of the
+statuses asked for. Then a new run is stored and takes the key over, in the same transaction:
+the old run keeps its history (attempts, steps, error, output) but no longer holds the key,
+and the new run names it in `rerun_of`. A rerun is a new run rather than the old one queued
+again, so that every run still ends exactly once (a handle or hook that saw the old run fail
+stays right), the attempt log and steps of each try stay apart (a fix may change a step's
+result), and the (job, key) unique index still holds: at most one run holds a key. Inserting
+a rerun changes the old run's row, which a client may do: that run has ended, so no
+supervisor writes it again.
 """
 
 from __future__ import annotations
@@ -14,7 +26,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 from ..run import NewRun, RunRecord, RunStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.rerun_of
 
 
 class Pending(NamedTuple):
@@ -102,8 +114,12 @@ class Store(Protocol):
 
     def insert(self, runs: list[NewRun], now: float) -> list[tuple[int, bool]]:
         """Store queued runs in one transaction, durable on return: (id, created) per run, in
-        order. A run whose `key` exists, or whose `unique_key` is live, is not created: the
-        existing run's id comes back with created=False."""
+        order. A run whose `key` names a run of its job, or whose `unique_key` is live, is not
+        created: the existing run's id comes back with created=False. Except a rerun: when the
+        key's run has ended (a terminal status) in one of the statuses of the new run's
+        `rerun`, the new run is created (created=True; a live run with its `unique_key` still
+        wins), the key moves to it from the old run, and it records `rerun_of` = the old run's
+        id. Rows of one batch are taken in order, so a key given twice makes one rerun."""
         ...
 
     def steps(self, run_id: int) -> dict[str, str]:

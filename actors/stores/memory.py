@@ -31,15 +31,18 @@ class MemoryStore:
         result = []
         with self._lock:
             for new in runs:
-                existing = self._existing(new)
+                existing, replaced = self._existing(new)
                 if existing is not None:
                     result.append((existing, False))
                     continue
+                if replaced is not None:
+                    replaced.key = None  # a rerun: the key moves to the new run
                 run_id = len(self._runs) + 1
                 self._runs[run_id] = RunRecord(
                     id=run_id, job=new.job, status=RunStatus.QUEUED, input=new.input, priority=new.priority,
                     max_attempts=new.max_attempts, timeout=new.timeout, created_at=now,
                     scheduled_at=new.scheduled_at or now, version=new.version, key=new.key,
+                    rerun_of=None if replaced is None else replaced.id,
                 )
                 self._free[run_id] = 0
                 self._steps[run_id] = {}
@@ -48,17 +51,24 @@ class MemoryStore:
                 result.append((run_id, True))
         return result
 
-    def _existing(self, new: NewRun) -> int | None:
+    def _existing(self, new: NewRun) -> tuple[int | None, RunRecord | None]:
+        """(the id of the run `new` names again, or None; the ended run under its key that it
+        reruns instead, or None): see `Store.insert`."""
         if new.key is None and new.unique_key is None:
-            return None
-        for run in self._runs.values():
-            if run.job != new.job:
-                continue
-            if new.key is not None and run.key == new.key:
-                return run.id
-            if new.unique_key is not None and run.status in _LIVE and self._unique.get(run.id) == (new.job, new.unique_key):
-                return run.id
-        return None
+            return None, None
+        replaced = None
+        if new.key is not None:
+            keyed = next((r for r in self._runs.values() if r.job == new.job and r.key == new.key), None)
+            if keyed is not None:
+                if not (new.rerun and keyed.status.is_terminal and keyed.status in new.rerun):
+                    return keyed.id, None
+                replaced = keyed
+        if new.unique_key is not None:
+            wanted = (new.job, new.unique_key)
+            for run in self._runs.values():
+                if run.status in _LIVE and self._unique.get(run.id) == wanted:
+                    return run.id, None
+        return None, replaced
 
     def steps(self, run_id: int) -> dict[str, str]:
         with self._lock:

@@ -2,7 +2,9 @@
 
 - WAL with synchronous=NORMAL: a commit survives any process crash (`durability="full"` makes
   it synchronous=FULL, which also survives power loss). Writes begin IMMEDIATE.
-- Files are created 0600; the schema version lives in `PRAGMA user_version`.
+- Files are created 0600; the schema version lives in `PRAGMA user_version`. An older store is
+  upgraded when opened, in one transaction (version 2 added `runs.rerun_of`, for reruns: see
+  `base.py`); an older actors then refuses the file as newer than itself.
 - Other people's files are left alone: ours carry `PRAGMA application_id`, and a path is
   inspected read-only before anything changes there (`sqlite_file.py`).
 - No index on `status`: keeping one costs every claim and finish more than it saves; the
@@ -15,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -25,7 +28,7 @@ from typing import Any
 import pydantic_core
 
 from ..errors import StoreError, StoreLocked
-from ..run import Attempt, NewRun, Outcome, RunRecord, RunStatus
+from ..run import TERMINAL, Attempt, NewRun, Outcome, RunRecord, RunStatus
 from .base import (
     DUPLICATE,
     SCHEMA_VERSION,
@@ -34,7 +37,7 @@ from .base import (
     interrupted_message,
     success_as_finish,
 )
-from .sqlite_file import APPLICATION_ID, SCHEMA, create, inspect, newer
+from .sqlite_file import APPLICATION_ID, create, inspect, newer, upgrade
 
 # Inputs over LARGE_INPUT characters live in their own table, so that the status updates of a
 # run (claim, finish), which rewrite its whole row, do not copy megabytes each time.
@@ -43,7 +46,7 @@ _INPUT = "coalesce(input, (SELECT l.input FROM large_inputs AS l WHERE l.run_id 
 _RUN_COLUMNS = (
     f"id, job, status, {_INPUT}, output, priority, attempts, max_attempts, timeout, created_at, "
     "scheduled_at, started_at, finished_at, error_type, message, traceback, progress, progress_message, metadata, "
-    "version, key"
+    "version, key, rerun_of"
 )
 _READY_COLUMNS = f"id, job, {_INPUT}, priority, attempts, free_attempts, max_attempts, timeout, scheduled_at, status, version"
 
@@ -123,10 +126,7 @@ class SQLiteStore:
             if version < SCHEMA_VERSION or db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
                 with self._write():  # schema, version and mark in one transaction
                     if version < SCHEMA_VERSION:
-                        for statement in SCHEMA.split(";"):
-                            if statement.strip():
-                                db.execute(statement)
-                        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                        upgrade(db)
                     db.execute(f"PRAGMA application_id={APPLICATION_ID}")
             db.execute("SELECT count(*) FROM runs WHERE id < 0").fetchone()
         except BaseException as exc:
@@ -159,8 +159,32 @@ class SQLiteStore:
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock_fd, 0)  # no pid: nobody serves (see `served`)
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def served(self) -> bool:
+        """Whether a supervisor holds this store's serving lock: the lock file names a live pid.
+        (A supervisor empties it when it lets go; one killed leaves a dead pid behind.)"""
+        try:
+            with open(self.path + ".lock", "rb") as file:
+                pid = int(file.read(32).strip() or 0)
+        except (OSError, ValueError):
+            return False
+        if pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # alive, someone else's
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"  # a zombie serves nothing
+        except OSError:
+            return True
 
     # -- transactions -----------------------------------------------------------------------
 
@@ -169,9 +193,9 @@ class SQLiteStore:
 
     def insert(self, runs: list[NewRun], now: float) -> list[tuple[int, bool]]:
         sql = ("INSERT INTO runs (job, status, input, priority, max_attempts, timeout, created_at, scheduled_at, "
-               "version, key, unique_key) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+               "version, key, unique_key, rerun_of) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         rows = [(r.job, r.input if len(r.input) <= LARGE_INPUT else None, r.priority, r.max_attempts, r.timeout, now,
-                 r.scheduled_at or now, r.version, r.key, r.unique_key) for r in runs]
+                 r.scheduled_at or now, r.version, r.key, r.unique_key, None) for r in runs]
         db = self._db
         plain = not any(r.key or r.unique_key or len(r.input) > LARGE_INPUT for r in runs)
         if plain and len(rows) == 1:
@@ -193,9 +217,12 @@ class SQLiteStore:
                 return [(run_id, True) for run_id in range(last - len(rows) + 1, last + 1)]
             result = []
             for run, row in zip(runs, rows, strict=True):
-                existing = None
+                existing: Any = None
+                replaced: int | None = None
                 if run.key is not None:
-                    existing = db.execute("SELECT id FROM runs WHERE job=? AND key=?", (run.job, run.key)).fetchone()
+                    existing = db.execute("SELECT id, status FROM runs WHERE job=? AND key=?", (run.job, run.key)).fetchone()
+                    if existing is not None and run.rerun and RunStatus(existing[1]) in run.rerun & TERMINAL:
+                        replaced, existing = existing[0], None  # a rerun (see `Store.insert`)
                 if existing is None and run.unique_key is not None:
                     existing = db.execute(
                         "SELECT id FROM runs WHERE job=? AND unique_key=? AND status IN ('queued', 'running', 'retrying')",
@@ -204,7 +231,9 @@ class SQLiteStore:
                 if existing is not None:
                     result.append((existing[0], False))
                     continue
-                run_id = db.execute(sql, row).lastrowid
+                if replaced is not None:  # the key moves to the new run
+                    db.execute("UPDATE runs SET key=NULL WHERE id=?", (replaced,))
+                run_id = db.execute(sql, row if replaced is None else (*row[:-1], replaced)).lastrowid
                 if row[1] is None:
                     db.execute("INSERT INTO large_inputs (run_id, input) VALUES (?, ?)", (run_id, run.input))
                 result.append((run_id, True))

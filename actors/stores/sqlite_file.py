@@ -42,8 +42,10 @@ CREATE TABLE IF NOT EXISTS runs (
     key TEXT,
     unique_key TEXT,
     worker_pid INTEGER,  -- of the succeeded attempt, which has no row in attempts
-    peak_rss INTEGER
+    peak_rss INTEGER,
+    rerun_of INTEGER  -- the run this one reruns: it held the key before (version 2)
 );
+-- a key names one run at a time: a rerun takes it from the run it reruns (key set NULL there)
 CREATE UNIQUE INDEX IF NOT EXISTS runs_key ON runs(job, key) WHERE key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_unique ON runs(job, unique_key) WHERE unique_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS large_inputs (
@@ -76,6 +78,22 @@ CREATE TABLE IF NOT EXISTS attempts (
     PRIMARY KEY (run_id, number)
 ) WITHOUT ROWID;
 """
+
+# Columns later schema versions added to tables an older store already has: (table, column, type).
+ADDED_COLUMNS = (("runs", "rerun_of", "INTEGER"),)  # version 2
+
+
+def upgrade(db: sqlite3.Connection) -> None:
+    """Bring a store's schema to SCHEMA_VERSION, inside the caller's write transaction: the
+    tables and indexes SCHEMA creates where missing, then the columns added since."""
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    for table, column, kind in ADDED_COLUMNS:
+        if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
 
 # Our mark in the file header ("ACTR"), set with the schema. Stores made before the mark have
 # application_id 0: they are recognised by their schema (version 1, our tables) and stamped.
@@ -123,8 +141,9 @@ def inspect(path: str) -> None:
         return
     if mark == 0 and version == 0 and not tables:
         return  # an SQLite file with nothing in it
-    if mark == 0 and version == _UNMARKED_VERSION and tables >= _OUR_TABLES and columns >= _OUR_RUN_COLUMNS:
-        return  # made before the mark: stamped when opened
+    ours = tables >= _OUR_TABLES and columns >= _OUR_RUN_COLUMNS
+    if mark == 0 and _UNMARKED_VERSION <= version <= SCHEMA_VERSION and ours:
+        return  # made before the mark (version 1; a later one unmarked by hand): stamped when opened
     if mark != 0:
         raise not_ours(path, f"an SQLite database with application_id {mark}")
     raise not_ours(path, f"an SQLite database with tables of its own: {', '.join(sorted(tables)) or 'none'}")

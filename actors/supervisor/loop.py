@@ -71,6 +71,7 @@ class ServeLoop:
         self.finished = threading.Event()
         self.turns = 0  # loop turns that ran (a loop that spins shows here)
         self._until: str | None = None
+        self._drained = False  # the session ended because the queue was empty (until="drained")
         self._stop_request: bool | None = None  # a shutdown(graceful) asked for while starting
         self._stopped: asyncio.Future[None] | None = None
         self._exit_code = 0
@@ -251,14 +252,16 @@ class ServeLoop:
 
     # -- a session -------------------------------------------------------------------------------
 
-    def run(self, until: str | None) -> None:
-        """Serve until a stop (see `Supervisor.serve`); raises what stopped it, if anything did."""
+    def run(self, until: str | None) -> str:
+        """Serve until a stop (see `Supervisor.serve`): "drained" or "stopped"; raises what
+        stopped it, if anything did."""
         with self.lock:
             if self.stage is not Stage.IDLE:
                 raise RuntimeError("this supervisor is already serving or was stopped")
             self.stage = Stage.STARTING
             self._stop_request = None
             self._until = until
+            self._drained = False
             import uvloop
 
             loop = uvloop.new_event_loop()
@@ -285,6 +288,7 @@ class ServeLoop:
         if self._exit_code:
             code, self._exit_code = self._exit_code, 0
             raise SystemExit(code)
+        return "drained" if self._drained else "stopped"
 
     async def _serve(self) -> None:
         sup, loop = self.sup, asyncio.get_running_loop()
@@ -326,6 +330,7 @@ class ServeLoop:
             if self._until == "drained" and not tracker.tickets and not tracker.changes:
                 tracker.load(self.sup.store.load_ready(tracker.scanned), self.sup.jobs, self.sup.store.steps)
                 if not tracker.tickets and not tracker.changes:
+                    self._drained = True
                     self.begin_stop(graceful=True)
             return
         if self.stage in (Stage.DRAINING, Stage.FORCING) and pool is not None:
@@ -358,6 +363,10 @@ class ServeLoop:
                     slot.restart_handle = None
                 self.pool.terminate(slot)
         self.wake()
+
+    def serving(self) -> bool:
+        """Whether a session runs or is starting or stopping (from any thread)."""
+        return self.stage is not Stage.IDLE and self.stage is not Stage.STOPPED
 
     def request_stop(self, graceful: bool, timeout: float | None) -> None:
         """shutdown() from any thread: honoured whenever it comes while a session runs or starts."""

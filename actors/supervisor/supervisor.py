@@ -7,7 +7,8 @@ event loop, its timers, the store poll, the stop states), run state is the track
 The loop's docstring draws the data flow. The rules they use are small modules of their own:
 `dispatch.py` (tickets, the ready queue, windows, limits), `outcomes.py` (what follows an
 attempt), `notify.py` (listeners and waiting threads), `cron.py` (schedules), `shutdown.py`
-(signals).
+(signals), `scripts.py` (the user's script as workers import it again: a missing
+`if __name__ == "__main__":` guard, models defined under it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from ..durations import Duration, parse_duration, parse_size
 from ..errors import DuplicateJob, JobNotFound
@@ -28,13 +29,23 @@ from ..job import Job
 from ..retry import NO_RETRY, Retry
 from ..run import NewRun, RunRecord, RunStatus
 from ..stores import Store, open_store
-from ..submission import new_runs
+from ..submission import NO_INPUT, new_runs, submitted_input
 from .cron import CronTicks
 from .loop import ServeLoop, Stage
 from .notify import Listeners, Waiters
+from .scripts import (
+    REIMPORTED,
+    main_classes,
+    misplaced,
+    misplaced_message,
+    reimported,
+    unguarded,
+    unguarded_message,
+)
 from .tracker import Policy
 
 log = logging.getLogger("actors")
+In = TypeVar("In")
 Out = TypeVar("Out")
 
 
@@ -71,6 +82,9 @@ class Supervisor:
         poll_interval: Duration = 0.05,
         max_result_size: int | str = "64MB",
     ) -> None:
+        if reimported():  # a worker running an unguarded script again: before the store, no StoreLocked
+            raise RuntimeError(REIMPORTED)
+        self._unguarded = unguarded(sys._getframe(1))  # serve() refuses to start workers then
         self.jobs: dict[str, Job[Any, Any]] = {}
         for item in jobs:
             if not isinstance(item, Job):
@@ -120,25 +134,57 @@ class Supervisor:
             raise JobNotFound(f"job {name or job!r} is not registered with this supervisor (known: {sorted(self.jobs)})")
         return found
 
-    def submit(self, job: Job[Any, Out] | str, input: Any, *, priority: int | None = None,
+    @overload
+    def submit(self, job: Job[In, Out], input: In | dict[str, Any] = ..., /, *, priority: int | None = None,
                timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
-               key: str | None = None) -> Handle[Out]:
+               key: str | None = None, rerun: str | None = None, **fields: Any) -> Handle[Out]: ...
+    @overload
+    def submit(self, job: str, input: Any = ..., /, *, priority: int | None = None,
+               timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
+               key: str | None = None, rerun: str | None = None, **fields: Any) -> Handle[Any]: ...
+    def submit(self, job: Job[Any, Out] | str, input: Any = NO_INPUT, /, *, priority: int | None = None,
+               timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
+               key: str | None = None, rerun: str | None = None, **fields: Any) -> Handle[Out]:
         """Validate the input and store a queued run; durable when this returns.
+
+        The input is positional: a model instance, a dict, or any value of the job's input type
+        (`submit(resize, 256)`, `submit(thumbnail, Thumb(src="a.jpg"))`). When there is none,
+        the other keyword arguments are the input's fields: `submit(thumbnail, src="a.jpg")` is
+        `submit(thumbnail, {"src": "a.jpg"})`. `priority`, `timeout`, `delay`, `at`, `key` and `rerun`
+        are always the options: an input with a field of one of those names is submitted
+        positionally, and giving such a keyword while submitting by keywords is a TypeError
+        naming it (so is an input and keyword fields at once). A dict key the input's model does
+        not know is a pydantic.ValidationError, unless the model sets `extra=` itself.
 
         `delay` / `at` hold the run until then (durably). `key` is an idempotency key: while a
         run with that key is in the store, submitting it again returns that run's handle. A job
-        with `unique=` does the same while its run is queued or running.
+        with `unique=` does the same while its run is queued or running. `rerun="failed"` (with
+        `key`) runs again a run under the key that ended failed, timed out or cancelled: a new run
+        takes the key over and the old one keeps its history (`rerun_of`); the default, None or
+        "never", gives back the key's run whatever its status. A succeeded run is never rerun.
         """
+        if input is NO_INPUT or fields:
+            input = submitted_input(self._resolve(job), input, fields,
+                                    {"priority": priority, "timeout": timeout, "delay": delay, "at": at, "key": key,
+                                     "rerun": rerun})
         return self.submit_many(job, [input], priority=priority, timeout=timeout, delay=delay, at=at,
-                                keys=None if key is None else [key])[0]
+                                keys=None if key is None else [key], rerun=rerun)[0]
 
+    @overload
+    def submit_many(self, job: Job[In, Out], inputs: Iterable[In | dict[str, Any]], *, priority: int | None = None,
+                    timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
+                    keys: list[str] | None = None, rerun: str | None = None) -> list[Handle[Out]]: ...
+    @overload
+    def submit_many(self, job: str, inputs: Iterable[Any], *, priority: int | None = None,
+                    timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
+                    keys: list[str] | None = None, rerun: str | None = None) -> list[Handle[Any]]: ...
     def submit_many(self, job: Job[Any, Out] | str, inputs: Iterable[Any], *, priority: int | None = None,
                     timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
-                    keys: list[str] | None = None) -> list[Handle[Out]]:
+                    keys: list[str] | None = None, rerun: str | None = None) -> list[Handle[Out]]:
         """Like submit, for a batch stored in one transaction (all or nothing)."""
         found = self._resolve(job)
         rows = new_runs(found, inputs, time.time(), default_attempts=self.default_retry.attempts, priority=priority,
-                        timeout=timeout, delay=delay, at=at, keys=keys)
+                        timeout=timeout, delay=delay, at=at, keys=keys, rerun=rerun)
         return self._store_runs(found, rows)
 
     def _store_runs(self, found: Job[Any, Out], rows: list[NewRun]) -> list[Handle[Out]]:
@@ -159,16 +205,24 @@ class Supervisor:
 
     # -- serving ------------------------------------------------------------------------------
 
-    def serve(self, until: str | None = None) -> None:
+    def serve(self, until: str | None = None) -> str:
         """Run the pool until a signal or `shutdown()`; `until="drained"` also returns once no run
-        is queued, running or waiting for a retry. See `shutdown.py` for signals and exit status."""
+        is queued, running or waiting for a retry. Returns "drained" when it returned because the
+        queue was empty, "stopped" after a graceful stop (a signal, `shutdown()`), when runs may
+        be left queued. A forced stop raises SystemExit; see `shutdown.py`."""
         if until not in (None, "drained"):
             raise ValueError(f"invalid until {until!r}: expected None or 'drained'")
-        self._serving.run(until)
+        if reimported():
+            raise RuntimeError(REIMPORTED)
+        if self._unguarded is not None:
+            raise RuntimeError(unguarded_message(self._unguarded, "Supervisor(...) is created"))
+        if (where := unguarded(sys._getframe(1))) is not None:
+            raise RuntimeError(unguarded_message(where, "serve() is called"))
+        return self._serving.run(until)
 
-    def run_until_complete(self) -> None:
-        """serve(until="drained"): the batch-script mode."""
-        self.serve(until="drained")
+    def run_until_complete(self) -> str:
+        """serve(until="drained"): the batch-script mode; "drained" or "stopped"."""
+        return self.serve(until="drained")
 
     def shutdown(self, graceful: bool = True, timeout: float | None = None) -> None:
         """Stop serving, from any thread or from the loop. From another thread, waits until
@@ -200,6 +254,11 @@ class Supervisor:
     def _emit(self, event: str, run_id: int) -> None:
         if self._listeners:
             self._listeners.emit(event, run_id, self.store.get)
+
+    def serving(self) -> bool:
+        """Whether this supervisor serves now (or is starting or stopping); while it lives it holds
+        its store's serving lock, so no other process serves that store."""
+        return self._serving.serving()
 
     def get(self, run_id: int, attempts: bool = False) -> RunRecord | None:
         """The run as stored now, or None (what a `Handle` reads)."""
@@ -256,13 +315,18 @@ class Supervisor:
 
 
 def _check_importable(found: Job[Any, Any]) -> None:
-    """Workers find a job's models by reference; an interactive `__main__` (python -c, a REPL,
-    a notebook) cannot be imported again there, so say so now rather than in every run."""
-    if getattr(sys.modules.get("__main__"), "__file__", None) is not None:
-        return
-    for model in (found.input_model, found.output_type):
-        if getattr(model, "__module__", None) == "__main__":
+    """Workers find a job's models by reference, in their own import of the script (see
+    `scripts.py`): an interactive `__main__` (python -c, a REPL, a notebook) cannot be imported
+    again there, and a model defined under the script's `if __name__ == "__main__":` guard or in a
+    function is not defined by that import. Say so now rather than in every run. The models are
+    the input and output types, their type arguments and their fields' types, recursively."""
+    interactive = getattr(sys.modules.get("__main__"), "__file__", None) is None
+    for model in main_classes((found.input_model, found.output_type)):
+        if interactive:
             raise TypeError(
                 f"job {found.name!r}: its model {model.__name__} is defined in an interactive __main__, which "
                 "worker processes cannot import; define models in a script or a module"
             )
+        where = misplaced(model)
+        if where is not None:
+            raise TypeError(misplaced_message(found.name, model, where))

@@ -1,5 +1,8 @@
 """Executing one run inside a worker: validate input, call the job, validate and serialize output.
 
+Input and output go through the job's payloads (`Job.parse_input`, `Job.output_json`): whatever
+type pydantic validates, bytes as base64 (see `actors.job`).
+
 Whatever the job raises or returns becomes a `Done` or `Failed` message made of plain strings,
 so a bad value can only fail its own run, never the pipe or the supervisor. Those strings are
 made storable here (`protocol.storable`): a lone surrogate in an exception's message would
@@ -68,7 +71,7 @@ def execute(job: Job[Any, Any], order: Order, inbox: Any, resource: Any, max_res
     if run_id in inbox.cancelled:
         return Failed(run_id, attempt, "RunCancelled", "cancelled before it started", "", False, 0.0, peak_rss())
     try:
-        value = job.input_model.model_validate_json(order.input)
+        value = job.parse_input(order.input)
     except ValidationError as exc:
         kind, message, text = _describe(exc)
         return Failed(run_id, attempt, kind, f"invalid input for job {job.name!r}: {message}", text, False,

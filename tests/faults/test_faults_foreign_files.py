@@ -184,7 +184,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 OPENERS: dict[str, Callable[[str], object]] = {
     "Supervisor": lambda store: Supervisor([double], workers=1, store=store),
-    "Client": lambda store: Client(store=store),
+    "Client": lambda store: Client(store=store, create=True),  # one that may create a store
 }
 
 
@@ -245,7 +245,7 @@ def test_an_empty_file_is_made_a_store(db: str) -> None:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("opener", list(OPENERS))
 def test_a_store_made_before_the_mark_is_stamped_and_keeps_its_runs(db: str, opener: str) -> None:
-    with Client(store=db) as client:
+    with Client(store=db, create=True) as client:
         handle = client.submit(double, {"n": 2})
     unmark = sqlite3.connect(db)
     unmark.execute("PRAGMA application_id=0")  # as every store was before the mark
@@ -265,7 +265,7 @@ def test_a_store_whose_maker_died_before_a_checkpoint_is_still_ours(tmp_path: Pa
     done = run_script(tmp_path, """
         import os, sys
         from actors import Client
-        Client(store=sys.argv[1]).submit("double", {"n": 3})
+        Client(store=sys.argv[1], create=True).submit("double", {"n": 3})
         os._exit(0)  # no close, no checkpoint
     """, db)
     assert done.returncode == 0, done.stderr

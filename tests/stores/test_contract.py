@@ -8,6 +8,7 @@ connection's commits, the file mode, reopening) follow at the end.
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from actors import MemoryStore, SQLiteStore, Store
 from actors.run import NewRun, Outcome, RunStatus
 from actors.stores import Changes, Finish, open_store
+from actors.stores.base import SCHEMA_VERSION
 
 NOW = 1_000.0
 
@@ -112,6 +114,97 @@ def test_a_unique_key_allows_one_live_run_per_key(store: Store):
     store.commit(Changes(finishes=[finish(first, 1, output="1")]), NOW + 2)
     (later, created), = store.insert([new(unique_key="u")], NOW + 3)  # no live run with the key any more
     assert created and later not in (first, other_key)
+
+
+# -- reruns: a new run takes over the key of one that ended without success --------------------
+
+GAVE_UP = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED})  # what rerun="failed" asks
+
+
+def end(store: Store, run_id: int, status: str) -> None:
+    """End a keyed run in `status`: failed or timed_out after one attempt (with a step), cancelled
+    before it started, succeeded with output "1"."""
+    if status == "cancelled":
+        assert store.cancel_queued(run_id, NOW)
+        return
+    claim(store, run_id, 1)
+    store.commit(Changes(steps=[(run_id, "decode", '"pixels"')]), NOW + 1)
+    fields = {"output": "1"} if status == "succeeded" else {"error_type": "OSError", "message": "missing"}
+    store.commit(Changes(finishes=[finish(run_id, 1, status, **fields)]), NOW + 2)
+
+
+@pytest.mark.parametrize("status", ["failed", "timed_out", "cancelled"])
+def test_a_rerun_of_an_ended_run_is_a_new_run_that_takes_its_key_and_leaves_its_history(store: Store, status: str):
+    (first, _), = store.insert([new(key="k1")], NOW)
+    end(store, first, status)
+    before = snapshot(store, first)
+    assert store.insert([new(key="k1")], NOW + 3) == [(first, False)]  # not asked: the ended run comes back
+    (second, created), = store.insert([new(key="k1", input='{"x": 2}', rerun=GAVE_UP)], NOW + 3)
+    assert created and second > first
+    rerun = snapshot(store, second)
+    assert (rerun.status, rerun.key, rerun.rerun_of, rerun.input, rerun.attempts) == (
+        RunStatus.QUEUED, "k1", first, '{"x": 2}', 0)
+    assert (rerun.attempt_log, rerun.steps, rerun.error_type, rerun.finished_at) == ([], {}, None, None)
+    old = snapshot(store, first)
+    assert (old.key, old.rerun_of) == (None, None)  # the key moved; everything else is as it was
+    old.key = before.key
+    assert old == before
+    assert [r.id for r in store.load_ready()] == [second]  # a new queued run, for the supervisor to pick up
+    assert store.insert([new(key="k1")], NOW + 4) == [(second, False)]  # the key names the new run now
+    assert store.insert([new(key="k1", rerun=GAVE_UP)], NOW + 4) == [(second, False)]  # live: no rerun
+
+
+def test_reruns_chain_back_through_the_runs_a_key_named(store: Store):
+    (first, _), = store.insert([new(key="k1")], NOW)
+    end(store, first, "failed")
+    (second, _), = store.insert([new(key="k1", rerun=GAVE_UP)], NOW + 3)
+    end(store, second, "timed_out")
+    (third, created), = store.insert([new(key="k1", rerun=GAVE_UP)], NOW + 4)
+    assert created
+    assert [store.get(i).rerun_of for i in (third, second, first)] == [second, first, None]
+    assert [store.get(i).key for i in (first, second, third)] == [None, None, "k1"]
+    end(store, third, "succeeded")
+    assert store.insert([new(key="k1", rerun=GAVE_UP)], NOW + 5) == [(third, False)]  # succeeded: never rerun
+    assert len(store.runs(limit=100)) == 3
+
+
+@pytest.mark.parametrize("state", ["queued", "running", "retrying", "succeeded"])
+def test_a_rerun_never_replaces_a_live_or_succeeded_run(store: Store, state: str):
+    (run_id, _), = store.insert([new(key="k1", max_attempts=3)], NOW)
+    if state in ("running", "retrying"):
+        claim(store, run_id, 1)
+    if state == "retrying":
+        store.commit(Changes(finishes=[finish(run_id, 1, "retrying", "failed", retry_at=NOW + 5)]), NOW + 2)
+    if state == "succeeded":
+        end(store, run_id, "succeeded")
+    before = snapshot(store, run_id)
+    # live statuses asked for are ignored: only an ended run is ever rerun
+    everything_but_success = frozenset(RunStatus) - {RunStatus.SUCCEEDED}
+    assert store.insert([new(key="k1", rerun=everything_but_success)], NOW + 3) == [(run_id, False)]
+    assert snapshot(store, run_id) == before
+    assert len(store.runs(limit=100)) == 1
+
+
+def test_a_rerun_asked_twice_in_one_batch_makes_one_new_run(store: Store):
+    (first, _), (other, _) = store.insert([new(key="k1"), new(key="k2")], NOW)
+    end(store, first, "failed")
+    stored = store.insert([new(key="k1", rerun=GAVE_UP), new(key="k1", rerun=GAVE_UP), new(key="k2", rerun=GAVE_UP),
+                           new(key="k3", rerun=GAVE_UP)], NOW + 3)
+    (second, created), again, kept, (fresh, made) = stored
+    assert created and again == (second, False) and kept == (other, False) and made
+    assert store.get(second).rerun_of == first and store.get(fresh).rerun_of is None
+    assert store.insert([new(job="other", key="k1", rerun=GAVE_UP)], NOW + 3)[0][1]  # keys are per job
+
+
+def test_a_rerun_whose_unique_key_is_live_gives_the_live_run_and_leaves_the_key(store: Store):
+    (first, _), = store.insert([new(key="k1", unique_key="u")], NOW)
+    end(store, first, "failed")
+    (live, _), = store.insert([new(unique_key="u")], NOW + 3)
+    assert store.insert([new(key="k1", unique_key="u", rerun=GAVE_UP)], NOW + 3) == [(live, False)]
+    assert store.get(first).key == "k1"  # nothing was rerun, so the key stays where it was
+    store.cancel_queued(live, NOW + 4)
+    (second, created), = store.insert([new(key="k1", unique_key="u", rerun=GAVE_UP)], NOW + 4)
+    assert created and store.get(second).rerun_of == first
 
 
 # -- claims ---------------------------------------------------------------------------------
@@ -505,6 +598,28 @@ def test_sqlite_runs_survive_reopening_the_file(tmp_path: Path):
     try:
         record = again.get(run_id, attempts=True)
         assert (record.status, record.result, len(record.attempt_log)) == (RunStatus.SUCCEEDED, {"ok": True}, 1)
+    finally:
+        again.close()
+
+
+def test_sqlite_a_version_1_store_is_upgraded_when_opened_and_keeps_its_runs(tmp_path: Path):
+    path = tmp_path / "runs.db"
+    first = SQLiteStore(path)
+    (run_id, _), = first.insert([new(key="k1")], NOW)
+    end(first, run_id, "failed")
+    first.close()
+    old = sqlite3.connect(path)  # as version 1 made it: no rerun_of
+    old.execute("ALTER TABLE runs DROP COLUMN rerun_of")
+    old.execute("PRAGMA user_version=1")
+    old.commit()
+    old.close()
+    again = SQLiteStore(path)
+    try:
+        assert again._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        record = again.get(run_id, attempts=True)
+        assert (record.status, record.key, record.rerun_of, len(record.attempt_log)) == (RunStatus.FAILED, "k1", None, 1)
+        (second, created), = again.insert([new(key="k1", rerun=GAVE_UP)], NOW + 3)
+        assert created and again.get(second).rerun_of == run_id
     finally:
         again.close()
 
