@@ -206,6 +206,14 @@ class Payload:
         self.model: type = kind if isinstance(kind, type) and issubclass(kind, BaseModel) else _Never
         self.title = getattr(kind, "__name__", None) or repr(kind)
 
+    def dump(self, value: Any, job_name: str) -> str:
+        """A validated value as JSON text; a NaN or an infinity anywhere in it is a ValidationError
+        (pydantic writes both as null, so only text holding a null is looked at further)."""
+        text: str = self.serializer.to_json(value).decode()
+        if "null" in text:
+            _refuse_nonfinite(self.serializer.to_python(value), self.title, job_name)
+        return text
+
 
 def _not_json(job_name: str, role: str, kind: Any, inner: Any) -> str:
     holds = "" if inner is None or inner is kind else f" (it holds {type_name(inner)})"
@@ -337,10 +345,7 @@ class Job(Generic[In, Out]):
         payload = self._input
         if type(value) is not payload.model:
             value = payload.validator.validate_python(value)
-        text: str = payload.serializer.to_json(value).decode()
-        if "null" in text:  # where a NaN or an infinity would have gone
-            _refuse_nonfinite(payload.serializer.to_python(value), payload.title, self.name)
-        return text
+        return payload.dump(value, self.name)
 
     def parse_input(self, text: str) -> In:
         """Stored input JSON back as the input type (what the worker calls the function with)."""
@@ -361,11 +366,7 @@ class Job(Generic[In, Out]):
         """Validate a returned value against the output type and serialize it (runs in the worker);
         a NaN or an infinity anywhere in it raises pydantic.ValidationError."""
         payload = self._output
-        value = payload.validator.validate_python(value)
-        text: str = payload.serializer.to_json(value).decode()
-        if "null" in text:  # where a NaN or an infinity would have gone
-            _refuse_nonfinite(payload.serializer.to_python(value), payload.title, self.name)
-        return text
+        return payload.dump(payload.validator.validate_python(value), self.name)
 
     def parse_output(self, text: str) -> Out:
         """The stored JSON output back as the output type (bytes: from base64)."""
