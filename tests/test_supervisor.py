@@ -376,10 +376,25 @@ def test_a_memory_store_serves_runs_too():
     sup.close()
 
 
-def test_a_second_supervisor_on_a_served_store_is_refused(db: str):
+def test_a_second_supervisor_on_a_served_store_submits_but_may_not_serve(db: str):
+    """Only serve() takes the store's lock: a second Supervisor on a served file submits like a
+    Client (its handle waits for the serving one), and its serve() is refused."""
     sup = Supervisor([double], workers=1, store=db)
-    with pytest.raises(actors.StoreLocked):
-        Supervisor([double], workers=1, store=db)
+    other = Supervisor([double], workers=1, store=db)
+    handle = other.submit(double, {"x": 21})
+    served = threading.Thread(target=sup.serve)
+    served.start()
+    try:
+        assert handle.result(timeout=30) == 42
+        assert other.serving()  # the other one serves its store
+        with pytest.raises(actors.StoreLocked, match=str(os.getpid())):
+            other.serve()
+    finally:
+        sup.shutdown()
+        served.join(30)
+    assert not other.serving()
+    assert other.serve(until="drained") == "drained"  # the lock is free again
+    other.close()
     sup.close()
 
 

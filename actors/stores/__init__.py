@@ -11,7 +11,7 @@ from .sqlite import SQLiteStore
 __all__ = ["Changes", "Finish", "MemoryStore", "Pending", "SQLiteStore", "Store", "open_store"]
 
 
-def open_store(store: Store | str | os.PathLike[str], *, lock: bool, durability: str = "normal") -> Store:
+def open_store(store: Store | str | os.PathLike[str], *, lock: bool = False, durability: str = "normal") -> Store:
     """A Store from what a user passes: ":memory:", a path to an SQLite file, or a Store."""
     if isinstance(store, str) and store == ":memory:":
         return MemoryStore()

@@ -131,6 +131,15 @@ class Store(Protocol):
         (the run was cancelled or changed by someone else meanwhile)."""
         ...
 
+    def acquire(self) -> None:
+        """Take the serving lock, so no other supervisor serves this store (StoreLocked if one
+        does). Only `serve()` holds it: a supervisor that merely submits takes none."""
+        ...
+
+    def release(self) -> None:
+        """Let go of the serving lock (when `serve()` returns)."""
+        ...
+
     def recover(self, now: float) -> int:
         """Runs left `running` by a dead supervisor go back to `queued`, their attempt
         recorded `interrupted`: free, unless the attempt before it was interrupted too (then it

@@ -170,6 +170,12 @@ class MemoryStore:
     def changed(self) -> bool:
         return False
 
+    def acquire(self) -> None:
+        """Serving needs no lock: a memory store belongs to one process."""
+
+    def release(self) -> None:
+        """See `acquire`."""
+
     def get(self, run_id: int, attempts: bool = False) -> RunRecord | None:
         with self._lock:
             run = self._runs.get(run_id)

@@ -101,7 +101,8 @@ def _claim(ids: list[int], now: float) -> tuple[str, tuple[Any, ...]]:
 
 
 class SQLiteStore:
-    """A `Store` in one SQLite file. `lock=True` (the supervisor's) takes the serving lock."""
+    """A `Store` in one SQLite file. The serving lock is taken by `acquire()` (a supervisor's
+    `serve()`) or at once with `lock=True`, and let go by `release()` or `close()`."""
 
     def __init__(self, path: str | os.PathLike[str], *, durability: str = "normal", lock: bool = False) -> None:
         if durability not in ("normal", "full"):
@@ -139,6 +140,29 @@ class SQLiteStore:
         self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
 
     # -- the serving lock -------------------------------------------------------------------
+
+    def check_writable(self) -> None:
+        """StoreError now if this file cannot be written (read-only, immutable), rather than at
+        the first submit: a no-row UPDATE inside a rolled-back transaction is refused there."""
+        with self._mutex:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute("UPDATE runs SET status=status WHERE id < 0")
+                finally:
+                    self._db.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot use store {self.path}: {exc}") from exc
+
+    def acquire(self) -> None:
+        """Take the serving lock (StoreLocked if another process holds it); a no-op if held."""
+        if self._lock_fd is None:
+            self._take_lock()
+
+    def release(self) -> None:
+        """Let go of the serving lock, if held: another process may serve the store now."""
+        with self._mutex:
+            self._release_lock()
 
     def _take_lock(self) -> None:
         lock_path = self.path + ".lock"

@@ -258,6 +258,7 @@ class ServeLoop:
         with self.lock:
             if self.stage is not Stage.IDLE:
                 raise RuntimeError("this supervisor is already serving or was stopped")
+            self._open_session()
             self.stage = Stage.STARTING
             self._stop_request = None
             self._until = until
@@ -271,6 +272,7 @@ class ServeLoop:
         try:
             loop.run_until_complete(self._serve())
         finally:
+            self.sup.store.release()
             self._signals.restore()
             for _, timer in self._timers:
                 timer.cancel()
@@ -289,6 +291,23 @@ class ServeLoop:
             code, self._exit_code = self._exit_code, 0
             raise SystemExit(code)
         return "drained" if self._drained else "stopped"
+
+    def _open_session(self) -> None:
+        """Take the store's serving lock, queue again what a dead supervisor left running, and
+        read the queue from the store (with `self.lock` held: submitting threads wait)."""
+        store, tracker = self.sup.store, self.tracker
+        store.acquire()
+        try:
+            recovered = store.recover(time.time())
+            if recovered:
+                log.warning("recovered %d run(s) left running by a supervisor that died; they are queued again",
+                            recovered)
+            if store.changed():  # another process wrote since we read: what we hold may have run there
+                tracker.clear()
+            tracker.load(store.load_ready(0), self.sup.jobs, store.steps)
+        except BaseException:
+            store.release()  # a refused session keeps no lock
+            raise
 
     async def _serve(self) -> None:
         sup, loop = self.sup, asyncio.get_running_loop()

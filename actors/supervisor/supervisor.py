@@ -107,7 +107,13 @@ class Supervisor:
         self.max_runs_per_worker = max_runs_per_worker
         self.poll_interval = parse_duration(poll_interval, what="poll_interval")
         self.max_result_size = parse_size(max_result_size)
-        self.store = open_store(store, lock=True, durability=durability)
+        self.store = open_store(store, durability=durability)  # serve() takes the serving lock
+        if callable(writable := getattr(self.store, "check_writable", None)):
+            try:
+                writable()  # a supervisor writes: refuse a read-only file now, not at a submit
+            except BaseException:
+                self.store.close()
+                raise
         self._waiters = Waiters()
         self._listeners = Listeners()
         self._started_at = time.monotonic()
@@ -115,15 +121,6 @@ class Supervisor:
         self._tracker = self._serving.tracker
         self._cron = CronTicks([j for j in self.jobs.values() if j.cron], self.store, self._submit_tick,
                                lambda: self._serving.stage is Stage.SERVING, self._serving.later)
-        try:
-            recovered = self.store.recover(time.time())
-            if recovered:
-                log.warning("recovered %d run(s) left running by a supervisor that died; they are queued again",
-                            recovered)
-            self._tracker.load(self.store.load_ready(0), self.jobs, self.store.steps)
-        except BaseException:
-            self.store.close()  # a refused store keeps no lock
-            raise
 
     # -- submitting -----------------------------------------------------------------------------
 
@@ -256,9 +253,12 @@ class Supervisor:
             self._listeners.emit(event, run_id, self.store.get)
 
     def serving(self) -> bool:
-        """Whether this supervisor serves now (or is starting or stopping); while it lives it holds
-        its store's serving lock, so no other process serves that store."""
-        return self._serving.serving()
+        """Whether this supervisor serves now (or is starting or stopping), or another process
+        serves its store (the store's serving lock names a live process)."""
+        if self._serving.serving():
+            return True
+        served = getattr(self.store, "served", None)
+        return bool(served()) if callable(served) else False
 
     def get(self, run_id: int, attempts: bool = False) -> RunRecord | None:
         """The run as stored now, or None (what a `Handle` reads)."""

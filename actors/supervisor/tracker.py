@@ -108,6 +108,12 @@ class Tracker:
             tickets.append(ticket)
         self.enqueue(tickets)
 
+    def clear(self) -> None:
+        """Forget every queued run (none runs while not serving): another process served the
+        store since these were read, so the store alone says what is still queued."""
+        self.tickets, self.ready, self.limits = {}, ReadyQueue(), Limits()
+        self.unarmed, self.rate_timers, self.scanned = [], {}, 0
+
     def enqueue(self, tickets: list[Ticket]) -> None:
         """Make runs live here: each stored run enters exactly once, whatever path brought it."""
         now = time.time()

@@ -150,7 +150,7 @@ def test_second_supervisor_on_one_store_is_refused_until_the_first_dies(db: str,
                    what="the first supervisor to start two runs")
 
         with pytest.raises(StoreLocked) as refused:
-            Supervisor([], store=db)
+            Supervisor([], store=db).serve()
         assert str(first.pid) in str(refused.value), "the error should name the supervisor holding the store"
         # A refused supervisor changed nothing: the first one's runs are still its own.
         client = Client(store=db)
