@@ -14,15 +14,18 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, TypeVar, overload
 
-from .durations import Duration
+from .durations import Duration, parse_duration
 from .errors import JobNotFound, StoreError
 from .handle import FIRST_PAUSE, MAX_PAUSE, Handle, read_run
 from .job import Job
-from .run import RunRecord, RunStatus
+from .run import TERMINAL, NewRun, RunRecord, RunStatus
 from .stores import Store, open_store
+from .stores.base import BY_NAME
 from .submission import NO_INPUT, new_runs, submitted_input
 
 __all__ = ["Client", "Handle"]
+
+RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED})
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -167,9 +170,47 @@ class Client:
         return read_run(self, run_id, attempts)
 
     def runs(self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50,
-             offset: int = 0) -> list[RunRecord]:
-        """Runs newest first, filtered by status and job."""
-        return self.store.runs(status=status, job=job, limit=limit, offset=offset)
+             offset: int = 0, since: float | None = None) -> list[RunRecord]:
+        """Runs newest first, filtered by status, job and `since` (epoch seconds: created then or later)."""
+        return self.store.runs(status=status, job=job, limit=limit, offset=offset, since=since)
+
+    # -- operating: retry and purge -----------------------------------------------------------------
+
+    def retry(self, run_id: int) -> Handle[Any]:
+        """Run again a run that ended failed, timed_out or cancelled: a new queued run of the same
+        job and input (priority and timeout kept), whose `rerun_of` names the old one; the old
+        run keeps its history. A run under an idempotency key passes the key to the new run (as
+        `submit(..., rerun="failed")` does). The attempt limit and version are the serving
+        supervisor's (or, for a job in `jobs`, its version). RunNotFound for an unknown id; a
+        ValueError for a run that is live or succeeded."""
+        record = read_run(self, run_id)
+        if record.status not in RETRYABLE:
+            raise ValueError(f"run {run_id} is {record.status}: only a run that ended failed, timed_out or cancelled "
+                             "can be retried")
+        known = self.jobs.get(record.job)
+        row = NewRun(record.job, record.input, record.priority, None, record.timeout, 0.0,
+                     known.version if known else BY_NAME, unique_key=known.unique_key(record.input) if known else None,
+                     rerun_of=record.id)
+        if record.key is not None:  # the key moves to the new run, which names the old one
+            row.key, row.rerun = record.key, frozenset({record.status})
+        ((new_id, _),) = self.store.insert([row], time.time())
+        return Handle(self, new_id, known)
+
+    def purge(self, older_than: Duration, status: RunStatus | str | Iterable[RunStatus | str] | None = None,
+              *, batch: int = 500) -> int:
+        """Delete runs that ended more than `older_than` ago ("7d", "12h", seconds) with their attempts and steps; `status` limits it to those statuses (default:
+        every ended status; live runs are never purged). Works in transactions of `batch` runs,
+        so a serving supervisor is never held up long. How many were deleted."""
+        seconds = parse_duration(older_than, what="older_than")
+        if status is None:
+            statuses = frozenset(str(s) for s in TERMINAL)
+        else:
+            chosen = [status] if isinstance(status, str | RunStatus) else list(status)
+            statuses = frozenset(str(RunStatus(s)) for s in chosen)
+            live = sorted(s for s in statuses if not RunStatus(s).is_terminal)
+            if live:
+                raise ValueError(f"cannot purge runs that are {', '.join(live)}: only ended runs are purged")
+        return self.store.purge(time.time() - seconds, statuses, batch)
 
     def close(self) -> None:
         self.store.close()

@@ -12,7 +12,6 @@ cannot wake anyone: its `wait_for` polls the store.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Generator
 from typing import Any, Generic, Protocol, TypeVar
@@ -147,4 +146,6 @@ class Handle(Generic[Out]):
         return self._owner.cancel(self.id)
 
     def __await__(self) -> Generator[Any, None, Out]:
+        import asyncio
+
         return asyncio.get_running_loop().run_in_executor(None, self.result).__await__()

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class RunStatus(StrEnum):
@@ -63,6 +63,38 @@ class NewRun:
     unique_key: str | None = None  # one live (queued/running/retrying) run per key
     # with a key: the ended statuses in which the key's run is replaced by this new one (a rerun)
     rerun: frozenset[RunStatus] | None = None
+    rerun_of: int | None = None  # set by `Client.retry`: the ended run this one runs again
+
+
+class WorkerInfo(NamedTuple):
+    """One worker slot of the serving supervisor as it last wrote it to the store (about once a
+    second; `store.workers()`). Times are epoch seconds, `rss` bytes (None until sampled)."""
+
+    slot: int
+    pid: int
+    run_id: int | None  # the run it executes now, if any
+    job: str | None
+    busy_since: float | None  # when that run started
+    rss: int | None
+    started_at: float  # when this worker process started
+    restarts: int  # worker processes this slot started before this one
+    updated_at: float
+
+
+class SupervisorInfo(NamedTuple):
+    """The supervisor that serves (or last served) a store, as it wrote itself there
+    (`store.supervisor_info()`). A clean stop sets `stopped_at` and clears the workers; a
+    killed supervisor leaves a stale `heartbeat_at` (check the serving lock: `SQLiteStore.served()`).
+    `kills` counts workers killed by reason: "timeout", "memory", "cancel"."""
+
+    pid: int
+    host: str
+    started_at: float
+    heartbeat_at: float
+    workers: int
+    restarts: int
+    kills: dict[str, int]
+    stopped_at: float | None
 
 
 @dataclass(slots=True, repr=False)

@@ -84,7 +84,7 @@ def workers_of(pid: int | None = None) -> list[psutil.Process]:
     for child in live_descendants(pid):
         try:
             parent = child.parent()
-            if parent is not None and "forkserver" in " ".join(parent.cmdline()):
+            if parent is not None and parent.name() == "actors-forksrv":
                 found.append(child)
         except psutil.Error:
             continue

@@ -94,7 +94,7 @@ def test_a_client_waits_while_another_process_serves_and_is_told_when_none_does(
     try:
         assert server.stdout.readline().strip() == "serving"
         with Client(store=db) as client:
-            assert client.serving() is True
+            wait_until(client.serving, timeout=20, what="the script's serve() to take the store's lock")
             assert client.submit("quick", {"n": 5}).result() == 5
             server.terminate()  # a graceful stop: the supervisor lets go of its lock
             server.wait(30)

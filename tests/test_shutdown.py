@@ -79,10 +79,13 @@ if __name__ == "__main__":
                 time.sleep(0.01)
             sup.shutdown(graceful=True, timeout=30)
             print("shutdown returned", flush=True)
-        threading.Thread(target=stop, daemon=True).start()
+        stopper = threading.Thread(target=stop, daemon=True)
+        stopper.start()
     print("serving", flush=True)
     sup.serve(until=cfg.get("until"))
     print("serve returned", flush=True)
+    if cfg.get("shutdown_after"):
+        stopper.join(10)  # a daemon thread may not get to print once the main thread has exited
 """
 
 

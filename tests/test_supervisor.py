@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pydantic
 import pytest
 from conftest import live_descendants, run_script
@@ -321,7 +322,8 @@ def test_closure_and_lambda_jobs_from_a_scripts_main_block_run_in_workers(tmp_pa
 # -- serve(until="drained") ---------------------------------------------------------------------
 
 
-def test_serve_until_drained_returns_with_an_empty_queue_and_no_child_left(db: str):
+def test_serve_until_drained_returns_with_an_empty_queue_and_only_the_fork_server_left(db: str):
+    """serve() ends every worker; the fork server stays for the next serve() until close()."""
     before = {p.pid for p in live_descendants()}
     sup = Supervisor([double, explode], workers=2, store=db)
     ok = sup.submit_many(double, [{"x": i} for i in range(50)])
@@ -331,8 +333,53 @@ def test_serve_until_drained_returns_with_an_empty_queue_and_no_child_left(db: s
     assert all(h.status() is RunStatus.SUCCEEDED for h in ok)
     assert all(h.status() is RunStatus.FAILED for h in bad)
     left = [p for p in live_descendants() if p.pid not in before]
-    assert left == [], f"serve() left children behind: {[(p.pid, p.cmdline()) for p in left]}"
+    assert [p.name() for p in left] == ["actors-forksrv"], [(p.pid, p.name()) for p in left]
     sup.close()
+    left = [p for p in live_descendants() if p.pid not in before]
+    assert left == [], f"close() left children behind: {[(p.pid, p.name()) for p in left]}"
+
+
+def test_a_fork_server_kept_across_two_serves_runs_both_batches_and_ends_at_close(db: str):
+    before = {p.pid for p in live_descendants()}
+    sup = Supervisor([double], workers=2, store=db)
+    first = sup.submit_many(double, [{"x": i} for i in range(10)])
+    assert sup.serve(until="drained") == "drained"
+    server = [p.pid for p in live_descendants() if p.pid not in before]
+    second = sup.submit_many(double, [{"x": i} for i in range(10, 20)])
+    assert sup.serve(until="drained") == "drained"
+    assert [h.result(timeout=5) for h in first + second] == [2 * i for i in range(20)]
+    assert [p.pid for p in live_descendants() if p.pid not in before] == server  # the same one
+    sup.close()
+    assert [p for p in live_descendants() if p.pid not in before] == []
+
+
+def test_a_script_that_serves_and_exits_without_close_leaves_no_process(tmp_path: Path):
+    """The fork server ends when its supervisor's process exits (EOF on its socket), and the
+    workers are gone already: nothing outlives a batch script."""
+    code = (
+        "import os, sys, time\n"
+        "from actors import Supervisor, job\n"
+        "@job\n"
+        "def square(n: int) -> int:\n"
+        "    return n * n\n"
+        "if __name__ == '__main__':\n"
+        "    sup = Supervisor([square], workers=2, store=sys.argv[1])\n"
+        "    handles = sup.submit_many(square, range(5))\n"
+        "    sup.serve(until='drained')\n"
+        "    print([h.result() for h in handles])\n"
+        "    import psutil\n"
+        "    print(' '.join(str(p.pid) for p in psutil.Process().children(recursive=True)))\n"
+    )
+    done = run_script(tmp_path, code, str(tmp_path / "b.db"))
+    assert done.returncode == 0, done.stderr
+    results, pids = done.stdout.splitlines()
+    assert results == "[0, 1, 4, 9, 16]"
+    left = [int(pid) for pid in pids.split()]
+    assert left, "the fork server should still run after serve() returned"
+    deadline = time.monotonic() + 10
+    while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in left):
+        assert time.monotonic() < deadline, f"processes outlived the script: {left}"
+        time.sleep(0.02)
 
 
 def test_run_until_complete_serves_until_drained_and_can_be_called_again(db: str):

@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from ..run import NewRun, RunRecord, RunStatus
+from ..run import NewRun, RunRecord, RunStatus, SupervisorInfo, WorkerInfo
 
-SCHEMA_VERSION = 2  # 2: runs.rerun_of
+SCHEMA_VERSION = 3  # 2: runs.rerun_of; 3: the supervisor and workers tables (what serves, ~1/s)
 
 
 class Pending(NamedTuple):
@@ -102,10 +102,13 @@ class Changes:
     ends: list[tuple[int, str, str, str]] = field(default_factory=list)  # queued -> (id, status, type, msg)
     steps: list[tuple[int, str, str]] = field(default_factory=list)  # (run_id, step name, JSON value)
     progress: list[tuple[int, float | None, str | None, str | None]] = field(default_factory=list)  # id, fraction, message, metadata JSON
+    # the serving supervisor and its workers, written about once a second (None: unchanged);
+    # a snapshot replaces every workers row (a stopped supervisor writes none)
+    status: tuple[SupervisorInfo, list[WorkerInfo]] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.adopts or self.claims or self.finishes or self.successes or self.unclaims or self.requeues
-                    or self.ends or self.steps or self.progress)
+                    or self.ends or self.steps or self.progress or self.status is not None)
 
 
 @runtime_checkable
@@ -159,9 +162,10 @@ class Store(Protocol):
         ...
 
     def runs(
-        self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50, offset: int = 0
+        self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50, offset: int = 0,
+        since: float | None = None,
     ) -> list[RunRecord]:
-        """Runs newest first, filtered by status and job."""
+        """Runs newest first, filtered by status, job and creation time (`since`: epoch seconds)."""
         ...
 
     def cancel_queued(self, run_id: int, now: float) -> bool:
@@ -170,6 +174,31 @@ class Store(Protocol):
 
     def counts(self) -> dict[str, dict[str, int]]:
         """{job: {status: count}}."""
+        ...
+
+    def version_counts(self) -> dict[str, dict[int, int]]:
+        """{job: {version: count}} of stored runs (0: submitted by name, not yet adopted)."""
+        ...
+
+    def workers(self) -> list[WorkerInfo]:
+        """The serving supervisor's workers as it last wrote them (about once a second), by slot;
+        empty when none serves or it stopped cleanly."""
+        ...
+
+    def supervisor_info(self) -> SupervisorInfo | None:
+        """The supervisor that serves or last served this store, as it last wrote itself; None
+        if none ever served it."""
+        ...
+
+    def finished_runs(self, since: float) -> list[tuple[str, str, float | None, float]]:
+        """(job, status, started_at, finished_at) of the runs that ended at or after `since`
+        (epoch seconds), for rates and run times."""
+        ...
+
+    def purge(self, older_than: float, statuses: frozenset[str], batch: int = 500) -> int:
+        """Delete ended runs in `statuses` that finished before `older_than` (epoch seconds), with
+        their attempts and steps, in transactions of `batch` runs (short, so a serving supervisor
+        is never held up long); how many."""
         ...
 
     def cron_last(self, job: str) -> float | None:

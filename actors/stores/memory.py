@@ -9,7 +9,7 @@ import copy
 import json
 import threading
 
-from ..run import Attempt, NewRun, Outcome, RunRecord, RunStatus
+from ..run import Attempt, NewRun, Outcome, RunRecord, RunStatus, SupervisorInfo, WorkerInfo
 from .base import BY_NAME, DUPLICATE, Changes, Pending, interrupted_message, success_as_finish
 
 _PENDING = (RunStatus.QUEUED, RunStatus.RETRYING)
@@ -25,6 +25,9 @@ class MemoryStore:
         self._steps: dict[int, dict[str, str]] = {}
         self._unique: dict[int, tuple[str, str]] = {}
         self._cron: dict[str, float] = {}
+        self._supervisor: SupervisorInfo | None = None
+        self._workers: list[WorkerInfo] = []
+        self._next_id = 1
         self._lock = threading.Lock()
 
     def insert(self, runs: list[NewRun], now: float) -> list[tuple[int, bool]]:
@@ -37,12 +40,13 @@ class MemoryStore:
                     continue
                 if replaced is not None:
                     replaced.key = None  # a rerun: the key moves to the new run
-                run_id = len(self._runs) + 1
+                run_id = self._next_id  # not len(): purge deletes runs
+                self._next_id += 1
                 self._runs[run_id] = RunRecord(
                     id=run_id, job=new.job, status=RunStatus.QUEUED, input=new.input, priority=new.priority,
                     max_attempts=new.max_attempts, timeout=new.timeout, created_at=now,
                     scheduled_at=new.scheduled_at or now, version=new.version, key=new.key,
-                    rerun_of=None if replaced is None else replaced.id,
+                    rerun_of=new.rerun_of if replaced is None else replaced.id,
                 )
                 self._free[run_id] = 0
                 self._steps[run_id] = {}
@@ -141,6 +145,9 @@ class MemoryStore:
                     run.progress_message = note
                 if metadata is not None:
                     run.metadata = {**run.metadata, **json.loads(metadata)}
+            if changes.status is not None:
+                self._supervisor, workers = changes.status
+                self._workers = sorted(workers)
         return lost
 
     def recover(self, now: float) -> int:
@@ -188,13 +195,15 @@ class MemoryStore:
             return record
 
     def runs(
-        self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50, offset: int = 0
+        self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50, offset: int = 0,
+        since: float | None = None,
     ) -> list[RunRecord]:
         wanted = None if status is None else RunStatus(status)
         with self._lock:
             chosen = [
                 r for r in reversed(self._runs.values())
                 if (wanted is None or r.status is wanted) and (job is None or r.job == job)
+                and (since is None or r.created_at >= since)
             ]
         return [copy.copy(r) for r in chosen[offset : offset + limit]]
 
@@ -214,6 +223,39 @@ class MemoryStore:
                 per_job = result.setdefault(r.job, {})
                 per_job[str(r.status)] = per_job.get(str(r.status), 0) + 1
         return result
+
+    def version_counts(self) -> dict[str, dict[int, int]]:
+        """{job: {version: stored runs}}."""
+        result: dict[str, dict[int, int]] = {}
+        with self._lock:
+            for r in self._runs.values():
+                per_job = result.setdefault(r.job, {})
+                per_job[r.version] = per_job.get(r.version, 0) + 1
+        return result
+
+    def workers(self) -> list[WorkerInfo]:
+        with self._lock:
+            return list(self._workers)
+
+    def supervisor_info(self) -> SupervisorInfo | None:
+        with self._lock:
+            return self._supervisor
+
+    def finished_runs(self, since: float) -> list[tuple[str, str, float | None, float]]:
+        """(job, status, started_at, finished_at) of the runs that ended since `since`."""
+        with self._lock:
+            return [(r.job, str(r.status), r.started_at, r.finished_at) for r in self._runs.values()
+                    if r.status.is_terminal and r.finished_at is not None and r.finished_at >= since]
+
+    def purge(self, older_than: float, statuses: frozenset[str], batch: int = 500) -> int:
+        wanted = {RunStatus(s) for s in statuses if RunStatus(s).is_terminal}
+        with self._lock:
+            doomed = [r.id for r in self._runs.values() if r.status in wanted and r.finished_at is not None
+                      and r.finished_at < older_than]
+            for run_id in doomed:
+                for table in (self._runs, self._free, self._steps, self._unique):
+                    table.pop(run_id, None)
+        return len(doomed)
 
     def cron_last(self, job: str) -> float | None:
         return self._cron.get(job)

@@ -28,7 +28,16 @@ from typing import Any
 import pydantic_core
 
 from ..errors import StoreError, StoreLocked
-from ..run import TERMINAL, Attempt, NewRun, Outcome, RunRecord, RunStatus
+from ..run import (
+    TERMINAL,
+    Attempt,
+    NewRun,
+    Outcome,
+    RunRecord,
+    RunStatus,
+    SupervisorInfo,
+    WorkerInfo,
+)
 from .base import (
     DUPLICATE,
     SCHEMA_VERSION,
@@ -219,7 +228,7 @@ class SQLiteStore:
         sql = ("INSERT INTO runs (job, status, input, priority, max_attempts, timeout, created_at, scheduled_at, "
                "version, key, unique_key, rerun_of) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         rows = [(r.job, r.input if len(r.input) <= LARGE_INPUT else None, r.priority, r.max_attempts, r.timeout, now,
-                 r.scheduled_at or now, r.version, r.key, r.unique_key, None) for r in runs]
+                 r.scheduled_at or now, r.version, r.key, r.unique_key, r.rerun_of) for r in runs]
         db = self._db
         plain = not any(r.key or r.unique_key or len(r.input) > LARGE_INPUT for r in runs)
         if plain and len(rows) == 1:
@@ -343,6 +352,14 @@ class SQLiteStore:
                     "WHERE id=?4",
                     [(fraction, message, metadata, run_id) for run_id, fraction, message, metadata in changes.progress],
                 )
+            if changes.status is not None:
+                info, workers = changes.status
+                db.execute("INSERT OR REPLACE INTO supervisor (id, pid, host, started_at, heartbeat_at, workers, "
+                           "restarts, kills, stopped_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (*info[:6], _json(info.kills), info.stopped_at))
+                db.execute("DELETE FROM workers")
+                db.executemany("INSERT INTO workers (slot, pid, run_id, job, busy_since, rss, started_at, restarts, "
+                               "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", workers)
         return lost
 
     def recover(self, now: float) -> int:
@@ -407,9 +424,14 @@ class SQLiteStore:
         return record
 
     def runs(
-        self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50, offset: int = 0
+        self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50, offset: int = 0,
+        since: float | None = None,
     ) -> list[RunRecord]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
+        if since is not None:
+            where.append("created_at>=?")
+            args.append(since)
         if status is not None:
             where.append("status=?")
             args.append(str(RunStatus(status)))
@@ -439,6 +461,58 @@ class SQLiteStore:
             for job, status, count in self._db.execute("SELECT job, status, count(*) FROM runs GROUP BY job, status"):
                 result.setdefault(job, {})[status] = count
         return result
+
+    def version_counts(self) -> dict[str, dict[int, int]]:
+        """{job: {version: stored runs}} (`actors jobs`)."""
+        result: dict[str, dict[int, int]] = {}
+        with self._mutex:
+            for job, version, count in self._db.execute("SELECT job, version, count(*) FROM runs GROUP BY job, version"):
+                result.setdefault(job, {})[version] = count
+        return result
+
+    def workers(self) -> list[WorkerInfo]:
+        with self._mutex:
+            rows = self._db.execute("SELECT slot, pid, run_id, job, busy_since, rss, started_at, restarts, updated_at "
+                                    "FROM workers ORDER BY slot").fetchall()
+        return [WorkerInfo(*row) for row in rows]
+
+    def supervisor_info(self) -> SupervisorInfo | None:
+        with self._mutex:
+            row = self._db.execute("SELECT pid, host, started_at, heartbeat_at, workers, restarts, kills, stopped_at "
+                                   "FROM supervisor WHERE id=1").fetchone()
+        if row is None:
+            return None
+        return SupervisorInfo(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), row[7])
+
+    def finished_runs(self, since: float) -> list[tuple[str, str, float | None, float]]:
+        """(job, status, started_at, finished_at) of the runs that ended since `since` (epoch
+        seconds): what `actors stats` computes rates and run times from. A scan (no index on
+        finish time: it would cost every finish on the hot path)."""
+        with self._mutex:
+            return self._db.execute(
+                "SELECT job, status, started_at, finished_at FROM runs WHERE finished_at>=? "
+                "AND status IN ('succeeded', 'failed', 'timed_out', 'cancelled')", (since,)).fetchall()
+
+    def purge(self, older_than: float, statuses: frozenset[str], batch: int = 500) -> int:
+        wanted = sorted(str(RunStatus(s)) for s in statuses if RunStatus(s).is_terminal)
+        if not wanted:
+            return 0
+        marks = ", ".join("?" for _ in wanted)
+        total = 0
+        db = self._db
+        while True:
+            with self._write():  # one short transaction per batch: a serving supervisor waits at most that long
+                ids = [row[0] for row in db.execute(
+                    f"SELECT id FROM runs WHERE status IN ({marks}) AND finished_at<? LIMIT ?",
+                    (*wanted, older_than, batch))]
+                if ids:
+                    chosen = _json(ids)
+                    for table, column in (("attempts", "run_id"), ("steps", "run_id"), ("large_inputs", "run_id"),
+                                          ("runs", "id")):
+                        db.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT value FROM json_each(?))", (chosen,))
+            total += len(ids)
+            if len(ids) < batch:
+                return total
 
     def cron_last(self, job: str) -> float | None:
         with self._mutex:

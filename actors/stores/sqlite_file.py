@@ -77,10 +77,37 @@ CREATE TABLE IF NOT EXISTS attempts (
     peak_rss INTEGER,
     PRIMARY KEY (run_id, number)
 ) WITHOUT ROWID;
+-- version 3: what serves this store, written by the serving supervisor about once a second
+-- (one row: the latest supervisor), and its workers (one row per slot, none once it stopped)
+CREATE TABLE IF NOT EXISTS supervisor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    workers INTEGER NOT NULL,
+    restarts INTEGER NOT NULL,
+    kills TEXT NOT NULL,  -- JSON, reason: count
+    stopped_at REAL
+);
+CREATE TABLE IF NOT EXISTS workers (
+    slot INTEGER PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    run_id INTEGER,
+    job TEXT,
+    busy_since REAL,
+    rss INTEGER,
+    started_at REAL NOT NULL,
+    restarts INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 # Columns later schema versions added to tables an older store already has: (table, column, type).
 ADDED_COLUMNS = (("runs", "rerun_of", "INTEGER"),)  # version 2
+# Indexes on added columns, made after them: the runs a retry made of a run, for the dashboard
+# (only retries enter it: no cost on the hot path).
+ADDED_INDEXES = ("CREATE INDEX IF NOT EXISTS runs_rerun ON runs(rerun_of) WHERE rerun_of IS NOT NULL",)
 
 
 def upgrade(db: sqlite3.Connection) -> None:
@@ -92,6 +119,8 @@ def upgrade(db: sqlite3.Connection) -> None:
     for table, column, kind in ADDED_COLUMNS:
         if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    for statement in ADDED_INDEXES:
+        db.execute(statement)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 

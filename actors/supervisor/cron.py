@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from croniter import croniter
-
 from ..job import Job
 from ..stores import Store
 
@@ -39,13 +37,13 @@ class CronTicks:
             if last is None:
                 self.store.set_cron(job.name, now)
             else:
-                latest = croniter(job.cron, now).get_prev(float)
+                latest = _schedule(job.cron, now).get_prev(float)
                 if latest > last:
                     self._fire(job, latest)
             self._arm(job, now)
 
     def _arm(self, job: Job[Any, Any], after: float) -> None:
-        tick = croniter(job.cron, after).get_next(float)
+        tick = _schedule(job.cron, after).get_next(float)
         self.later(tick - time.time(), self._tick, job, tick)
 
     def _tick(self, job: Job[Any, Any], tick: float) -> None:
@@ -59,3 +57,10 @@ class CronTicks:
             self.store.set_cron(job.name, tick)
         except Exception:
             log.exception("cron job %r could not submit its run for tick %s", job.name, tick)
+
+
+def _schedule(expression: str | None, start: float) -> Any:
+    """croniter over an expression, imported on first use: importing actors need not pay for it."""
+    from croniter import croniter
+
+    return croniter(expression, start)

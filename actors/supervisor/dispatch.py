@@ -12,16 +12,18 @@ keeps load balanced for CPU-bound work. A worker is topped up when half its wind
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..job import Job
 from ..retry import Retry
 from ..run import Outcome
+
+if TYPE_CHECKING:
+    import asyncio
 
 TARGET_AHEAD = 0.005  # seconds of estimated work queued in each worker
 MAX_WINDOW = 256  # runs in flight per worker at most

@@ -17,29 +17,32 @@ durable before anything depends on it. An exception that escapes any callback st
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
+import os
 import threading
 import time
-import warnings
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError, SupervisorCrashed
+from ..run import SupervisorInfo, WorkerInfo
 from ..stores import Changes
 from .outcomes import signal_name
-from .pool import Pool, WorkerSlot
-from .processes import tree_memory
 from .shutdown import SignalGuard
 from .tracker import Tracker, Window
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the pool, processes and asyncio are imported when serving starts
+    import asyncio
+
     from .dispatch import Ticket
+    from .pool import Pool, WorkerSlot
+    from .processes import ForkServers
     from .supervisor import Supervisor
 
 log = logging.getLogger("actors")
 MEMORY_SAMPLE = 0.25  # seconds between samples of the workers' memory, with max_memory
+STATUS_INTERVAL = 1.0  # seconds between writes of the supervisor's and workers' state to the store
 
 
 class Stage(enum.Enum):
@@ -67,6 +70,7 @@ class ServeLoop:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: int | None = None
         self.pool: Pool | None = None
+        self.servers: ForkServers | None = None  # from the first serve() to close()
         self.fatal: BaseException | None = None
         self.finished = threading.Event()
         self.turns = 0  # loop turns that ran (a loop that spins shows here)
@@ -81,6 +85,11 @@ class ServeLoop:
         self._turn_pending = False
         self._inbox: deque[list[Ticket]] = deque()  # tickets submitted from other threads
         self._inbox_armed = False
+        # what `store.workers()` / `store.supervisor_info()` read: written with a turn's commit
+        self._session_started = 0.0
+        self._spawns = [0] * sup.workers  # worker processes started per slot, this session
+        self._spawned_at = [0.0] * sup.workers  # epoch seconds
+        self.metrics: Any = None  # an `actors.metrics.Metrics` when metrics are served
 
     # -- Effects, for the tracker --------------------------------------------------------------
 
@@ -189,11 +198,14 @@ class ServeLoop:
         changes = tracker.take_changes()
         lost: set[int] = set()
         if changes:
+            began = time.perf_counter()
             try:
                 lost = self.sup.store.commit(changes, time.time())
             except StoreError as exc:
                 self._die(exc)
                 return
+            if self.metrics is not None:
+                self.metrics.committed(changes, tracker.tickets, time.perf_counter() - began, time.time())
         tracker.act(sends, lost)
         self._check_progress()
 
@@ -211,7 +223,45 @@ class ServeLoop:
 
     def _on_spawn(self, slot: WorkerSlot) -> None:
         self.tracker.windows[slot.index].attach(slot.pid)
+        self._spawns[slot.index] += 1
+        self._spawned_at[slot.index] = time.time()
         self.wake()
+
+    def _status(self, stopped: bool = False) -> tuple[SupervisorInfo, list[WorkerInfo]]:
+        """The supervisor and its workers now, as the store keeps them (see `Changes.status`)."""
+        now = time.time()
+        restarts = [max(n - 1, 0) for n in self._spawns]
+        workers: list[WorkerInfo] = []
+        if not stopped and self.pool is not None:
+            import psutil
+
+            for slot in self.pool.slots:
+                if slot.exited or not slot.pid:
+                    continue
+                window = self.tracker.windows[slot.index]
+                head = window.inflight[0] if window.inflight and window.ready else None
+                try:
+                    rss: int | None = psutil.Process(slot.pid).memory_info().rss
+                except (psutil.Error, OSError):
+                    rss = None
+                workers.append(WorkerInfo(slot.index, slot.pid, head.id if head else None,
+                                          head.job.name if head else None, head.claimed_at if head else None, rss,
+                                          self._spawned_at[slot.index], restarts[slot.index], now))
+        info = SupervisorInfo(os.getpid(), _hostname(), self._session_started, now, self.sup.workers,
+                              sum(restarts), dict(self.tracker.kills), now if stopped else None)
+        if self.metrics is not None:
+            self.metrics.sampled(info, self.tracker)
+        return info, workers
+
+    def _write_status(self) -> None:
+        """About once a second: the supervisor's heartbeat and its workers go with the next
+        turn's commit (a turn is woken for it when nothing else happens)."""
+        try:
+            self.tracker.changes.status = self._status()
+        except Exception:  # a status line is never worth a crash
+            log.exception("could not sample the workers' state")
+        self.wake()
+        self.later(STATUS_INTERVAL, self._write_status)
 
     def _on_ready(self, slot: WorkerSlot) -> None:
         self.tracker.worker_ready(self.tracker.windows[slot.index])
@@ -231,6 +281,8 @@ class ServeLoop:
 
     def _sample_memory(self) -> None:
         """Kill a worker whose tree holds more than max_memory; remember peaks for the attempt log."""
+        from .processes import tree_memory
+
         limit, pool = self.sup.max_memory, self.pool
         assert limit is not None and pool is not None
         for slot in pool.slots:
@@ -308,23 +360,41 @@ class ServeLoop:
         except BaseException:
             store.release()  # a refused session keeps no lock
             raise
+        if self.servers is None:
+            from .pool import HEALTHY_AFTER, RESTART_BACKOFF
+            from .processes import ForkServers, Setup
+
+            self.servers = ForkServers(HEALTHY_AFTER, RESTART_BACKOFF)
+            self.servers.setup = Setup(self.sup.jobs, self.sup.default_retry, self.sup.max_result_size)
+        try:
+            self.servers.server()  # now, before the event loop exists, so that it may be a fork
+        except Exception:
+            pass  # the pool's first spawn tries again, and reports what fails
+
+    def close_servers(self) -> None:
+        """The supervisor is closed: its fork server and liveness pipe go."""
+        if self.servers is not None:
+            self.servers.close()
 
     async def _serve(self) -> None:
+        import asyncio
+
+        from .pool import Pool
+
         sup, loop = self.sup, asyncio.get_running_loop()
         self._stopped = loop.create_future()
         self.stage = Stage.SERVING
-        import dill
-
-        with warnings.catch_warnings():  # jobs from __main__ are found by reference in the worker
-            warnings.simplefilter("ignore", dill.PicklingWarning)
-            registry = dill.dumps((sup.jobs, sup.default_retry), recurse=True, byref=True)
-        self.pool = Pool(loop, sup.workers, registry, self._on_message, self._on_exit, self._on_spawn,
+        assert self.servers is not None
+        self.pool = Pool(loop, sup.workers, self.servers, self._on_message, self._on_exit, self._on_spawn,
                          sup.kill_grace, sup.max_result_size, on_ready=self._on_ready, on_orphaned=self._on_orphaned)
         loop.set_exception_handler(self._on_loop_error)
         try:
             self._signals.install(loop, self._on_signal, self._log_status)
             self.tracker.arm()  # delayed or retrying while not serving
+            self._session_started = time.time()
+            self._spawns = [0] * sup.workers
             self.pool.start()
+            self._write_status()
             sup._cron.start()
             self.later(sup.poll_interval, self._poll_store)
             if sup.max_memory is not None:
@@ -336,6 +406,8 @@ class ServeLoop:
         finally:
             self.pool.close()
             changes = self.tracker.take_changes()
+            if self.fatal is None:
+                changes.status = self._status(stopped=True)  # stopped_at set, no workers rows
             if changes and self.fatal is None:
                 try:
                     sup.store.commit(changes, time.time())
@@ -449,3 +521,9 @@ class ServeLoop:
         self.tracker.after = []
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()

@@ -5,17 +5,17 @@ This module knows processes and bytes, not runs: it does the handshake itself (`
 (`on_message`), deaths (`on_exit`) and orphans of a lost fork server (`on_orphaned`); the loop
 and the tracker decide what they mean.
 
-Start method: `multiprocess`'s fork server. The fork server is started fresh (not forked from
-the supervisor, which holds threads, an event loop and an SQLite connection), imports
-`actors` once, and forks each worker from that clean state: a restart costs a fork, not an
-interpreter start. Jobs travel to each worker once, pickled with dill (so closures and
-lambdas from a script's `__main__` work), as bytes the worker unpickles itself so that a
-failure there is reported, not lost.
+Start method: our fork server (`processes.ForkServer`, `worker/forkserver.py`), which forks
+each worker: a start or a restart costs a fork, not an interpreter start. It outlives this
+pool (one per supervisor, across `serve()` calls). A forked fork server hands each worker the
+jobs as objects; a fresh-interpreter one hands them pickled with dill (so closures and lambdas
+from a script's `__main__` work), as bytes the worker unpickles itself so that a failure there
+is reported, not lost.
 
 Deaths are learnt from the worker's own process, never from the fork server: each worker's
 `pidfd` (Linux 5.3+) becomes readable when the process has exited, even while it is an unreaped
 zombie. The fork server, the worker's parent, reaps it and writes its exit status on the
-multiprocess sentinel pipe; we wait up to `EXIT_REPORT_WAIT` after the pidfd fires for that
+worker's status pipe (its sentinel); we wait up to `EXIT_REPORT_WAIT` after the pidfd fires for that
 report, and without it the exit status is unknown (`on_exit(slot, None)`, and the slot's note
 says so). Where there is no pidfd the sentinel's report is the death notice, as before.
 
@@ -42,23 +42,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import multiprocess
 import psutil
-from multiprocess import process as mp_process
 
 from ..protocol import BadFrame, FrameReader, Ready, SetupFailed, encode
 from ..retry import Retry, compute_backoff
-from ..worker.main import worker_main
 from .processes import (
     ForkServers,
     ForkServerStuck,
-    WorkerProcess,
     pidfd_open,
     process_state,
     readable,
-    server_pid,
     signal_tree,
-    stop_fork_server,
     tree,
     wait_gone,
 )
@@ -69,21 +63,20 @@ HEALTHY_AFTER = 10.0
 EOF_GRACE = 0.1  # a worker whose pipe closed and who has not exited after this is killed
 EXIT_REPORT_WAIT = 1.0  # after a worker's pidfd fires, how long the fork server has to report its exit status
 SERVER_CHECK = 1.0  # how often the fork server's state is checked while serving (about 50 µs each)
-_PRELOAD = ["__main__", "actors.worker.forkserver", "actors.worker.main", "pydantic"]
 
 
 class WorkerSlot:
     """One place in the pool: the current worker process and its facts (no runs: see the tracker)."""
 
     __slots__ = (
-        "index", "process", "pid", "fd", "reader", "outbox", "ready", "spawned_at", "exited", "terminating",
+        "index", "sentinel", "pid", "fd", "reader", "outbox", "ready", "spawned_at", "exited", "terminating",
         "note", "failures", "setup_error", "restart_handle", "procs", "pidfd", "server", "gone", "unreported",
         "report_wait", "orphan",
     )
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.process: Any = None
+        self.sentinel = -1  # the worker's status pipe: its exit code from the fork server, or EOF
         self.pid = 0
         self.fd = -1
         self.reader = FrameReader()
@@ -119,7 +112,7 @@ class Pool:
         self,
         loop: asyncio.AbstractEventLoop,
         size: int,
-        registry: bytes,
+        servers: ForkServers,
         on_message: Callable[[WorkerSlot, Any], None],
         on_exit: Callable[[WorkerSlot, int | None], None],
         on_spawn: Callable[[WorkerSlot], None],
@@ -130,7 +123,7 @@ class Pool:
         on_orphaned: Callable[[WorkerSlot], None],
     ) -> None:
         self.loop = loop
-        self.registry = registry
+        self.servers = servers
         self.on_message = on_message
         self.on_exit = on_exit
         self.on_spawn = on_spawn
@@ -141,11 +134,7 @@ class Pool:
         self.max_frame = max_result_size + (1 << 20)  # the result plus room for its envelope
         self.slots = [WorkerSlot(i) for i in range(size)]
         self.closing = False
-        self._ctx = multiprocess.get_context("forkserver")
-        self._ctx.set_forkserver_preload(_PRELOAD)
-        self._alive_r, self._alive_w = self._ctx.Pipe(duplex=False)
         self._conns: dict[int, Any] = {}  # slot index -> the supervisor's end of its pipe
-        self.servers = ForkServers(HEALTHY_AFTER, RESTART_BACKOFF)
         self._watch: asyncio.TimerHandle | None = None
 
     # -- starting -------------------------------------------------------------------------
@@ -176,17 +165,10 @@ class Pool:
         self._server_ok()  # never talk to a stopped one
         if self._defer(slot):
             return
-        parent, child = self._ctx.Pipe(duplex=True)
-        process = WorkerProcess(
-            target=worker_main, args=(child, self._alive_r, self.registry, self.max_result_size),
-            name=f"actors-worker-{slot.index}",
-            daemon=True,
-        )
         try:
-            process.start()
+            server = self.servers.server()
+            pid, parent, sentinel = server.spawn()
         except Exception as exc:  # the fork server is gone or stuck, no fds left...: retry later, never spin
-            parent.close()
-            child.close()
             lost = len(self.servers.lost)
             if isinstance(exc, ForkServerStuck):
                 self._lose_server(exc.server, str(exc))
@@ -202,9 +184,7 @@ class Pool:
                       type(exc).__name__, exc, delay)
             slot.restart_handle = self.loop.call_later(delay, self.spawn, slot)
             return
-        mp_process._children.discard(process)  # ours alone: multiprocess must never join it (at exit)
-        child.close()
-        slot.process, slot.pid, slot.fd = process, process.pid, parent.fileno()
+        slot.sentinel, slot.pid, slot.fd = sentinel, pid, parent.fileno()
         self._conns[slot.index] = parent
         os.set_blocking(slot.fd, False)
         slot.reader, slot.outbox = FrameReader(self.max_frame), bytearray()
@@ -213,11 +193,11 @@ class Pool:
         slot.note = slot.setup_error = slot.report_wait = None
         slot.procs = []
         slot.spawned_at = time.monotonic()
-        slot.server = server_pid() or 0
+        slot.server = server.pid
         self.servers.used(slot.server, slot.spawned_at)
         slot.pidfd = pidfd_open(slot.pid)
         self.loop.add_reader(slot.fd, self._on_readable, slot)
-        self.loop.add_reader(process.sentinel, self._on_sentinel, slot)
+        self.loop.add_reader(sentinel, self._on_sentinel, slot)
         if slot.pidfd >= 0:
             self.loop.add_reader(slot.pidfd, self._on_pidfd, slot)
         elif slot.pidfd == -2:  # it is gone already; the sentinel says how
@@ -321,16 +301,16 @@ class Pool:
         slot.gone = True
         if slot.unreported or process_state(slot.server) != "running":
             self._died(slot, None)  # no report will come: its fork server is gone or stopped
-        elif readable(slot.process.sentinel):
+        elif readable(slot.sentinel):
             self._on_sentinel(slot)
         else:
             slot.report_wait = self.loop.call_later(EXIT_REPORT_WAIT, self._died, slot, None)
 
     def _on_sentinel(self, slot: WorkerSlot) -> None:
         """The fork server reported the worker's exit status, or died (EOF)."""
-        self.loop.remove_reader(slot.process.sentinel)
+        self.loop.remove_reader(slot.sentinel)
         try:
-            report = os.read(slot.process.sentinel, 8)
+            report = os.read(slot.sentinel, 8)
         except OSError:
             report = b""
         if len(report) == 8:
@@ -362,9 +342,8 @@ class Pool:
         if slot.report_wait is not None:
             slot.report_wait.cancel()
             slot.report_wait = None
-        process = slot.process
         with contextlib.suppress(Exception):
-            self.loop.remove_reader(process.sentinel)
+            self.loop.remove_reader(slot.sentinel)
         if slot.pidfd >= 0:
             with contextlib.suppress(Exception):
                 self.loop.remove_reader(slot.pidfd)
@@ -379,11 +358,10 @@ class Pool:
         conn = self._conns.pop(slot.index, None)
         if conn is not None:
             conn.close()
-        popen = process._popen
-        if popen is not None and popen.returncode is None:
-            popen.returncode = 255 if exitcode is None else exitcode  # multiprocess's own "unknown"
-        with contextlib.suppress(Exception):
-            process.close()  # closes the sentinel
+        if slot.sentinel >= 0:
+            with contextlib.suppress(OSError):
+                os.close(slot.sentinel)
+            slot.sentinel = -1
         slot.exited = True
 
     def _poll_orphan(self, slot: WorkerSlot, pid: int) -> None:
@@ -445,7 +423,7 @@ class Pool:
     # -- stopping -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Kill whatever still runs and stop the fork server. Idempotent."""
+        """Kill whatever still runs (the fork server stays, for the next serve()). Idempotent."""
         self.closing = True
         if self._watch is not None:
             self._watch.cancel()
@@ -463,6 +441,3 @@ class Pool:
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
-        self._alive_w.close()
-        self._alive_r.close()
-        stop_fork_server()

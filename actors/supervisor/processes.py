@@ -1,18 +1,21 @@
-"""Processes below the pool: the fork server's launch with every wait bounded, process states,
-pidfds, and process trees (signalled and measured).
+"""Processes below the pool: the fork server (started, asked for workers with every wait
+bounded, replaced when lost), process states, pidfds, and process trees (signalled and measured).
 
-The fork server is multiprocess's: a single process that a job can kill or stop
-(`os.getppid()` is the fork server); `BoundedPopen` replaces its launch so that no spawn ever
-blocks on it. It is found dead when a sentinel reaches EOF without a report (its workers live on, as
-orphans), and found stuck when psutil says it is stopped (checked every `pool.SERVER_CHECK` and
-before each spawn) or when it does not answer a spawn in time (`FORK_TIMEOUT`, or
-`SERVER_START_TIMEOUT` for a new one; the wait checks every 50 ms that the server is not
-stopped, so the event loop never blocks on one). A lost fork server is SIGKILLed
-(a stopped one too, so init reaps the zombies it holds), reaped, and forgotten; the next spawn
-starts a new one, right away the first time and with `compute_backoff` delays when servers keep
-failing within `HEALTHY_AFTER` of each other. The orphans of a lost server finish what they hold
-and are then stopped (they are retired), so every worker again descends from the supervisor
-and reports its exit status; their slots refill at once from the new server. The supervisor is
+The fork server is ours (`worker/forkserver.py`): forked from the supervisor before its event
+loop exists when no other thread runs (a start costs a fork, and workers inherit the modules
+the script imported), else a fresh interpreter. One lives per `Supervisor`, from its first
+`serve()` until `close()` (or the process's exit: it ends when its socket reaches EOF), so a
+second `serve()` starts workers at once. A job can kill or stop it (`os.getppid()` of a
+worker is the fork server): it is found dead when a worker's status pipe reaches EOF without a
+report or its socket breaks (its workers live on, as orphans), and found stuck when psutil
+says it is stopped (checked every `pool.SERVER_CHECK` and before each spawn) or when it does
+not answer a spawn in time (`FORK_TIMEOUT`, or `SERVER_START_TIMEOUT` for a new fresh
+interpreter; the wait checks every 50 ms that the server is not stopped). A lost fork server
+is SIGKILLed (a stopped one too), reaped, and forgotten; the next spawn starts a new one, right
+away the first time and with `compute_backoff` delays when servers keep failing within
+`HEALTHY_AFTER` of each other. The orphans of a lost server finish what they hold and are
+then stopped (they are retired), so every worker again descends from a live server and
+reports its exit status; their slots refill at once from the new server. The supervisor is
 never made a child subreaper.
 
 Memory (`tree_memory`, for `max_memory`): the proportional set size (PSS) summed over the
@@ -25,37 +28,196 @@ before forking counts once. One sample of a 51-process tree costs 10-20 ms (psut
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import io
 import os
 import select
 import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
 import time
 from typing import Any
 
 import psutil
-from multiprocess import forkserver, popen_forkserver, spawn, util
-from multiprocess.context import ForkServerProcess, reduction, set_spawning_popen
 
 from ..retry import Retry, compute_backoff
+from ..worker.forkserver import close_all_but, serve_forks
 
 FORK_TIMEOUT = 5.0  # a running fork server answers a spawn within this (it takes milliseconds)
-SERVER_START_TIMEOUT = 60.0  # a new fork server imports the user's __main__ before it answers
+SERVER_START_TIMEOUT = 60.0  # a fresh interpreter imports the user's __main__ before it answers
 POLL = 0.05  # how often a spawn waiting for the fork server checks that it is not stopped
 
 
+class ForkServerStuck(OSError):
+    """Raised when the fork server does not answer a spawn: it is stopped, hangs or died."""
+
+    def __init__(self, server: int, message: str) -> None:
+        super().__init__(message)
+        self.server = server
+
+
+class Setup:
+    """What every worker gets: the jobs and default retry, as objects (for a forked server) and
+    pickled (for a fresh interpreter, on demand), and the largest result it may send."""
+
+    def __init__(self, jobs: dict[str, Any], default_retry: Any, max_result_size: int) -> None:
+        self.objects = (jobs, default_retry)
+        self.max_result_size = max_result_size
+        self._pickled: bytes | None = None
+
+    def pickled(self) -> bytes:
+        if self._pickled is None:
+            import warnings
+
+            import dill
+
+            with warnings.catch_warnings():  # jobs from __main__ are found by reference in the worker
+                warnings.simplefilter("ignore", dill.PicklingWarning)
+                self._pickled = dill.dumps(self.objects, recurse=True, byref=True)
+        return self._pickled
+
+
+def may_fork() -> bool:
+    """Whether the supervisor may fork its fork server: no other thread runs (a fork would copy
+    the locks they hold) and no event loop runs on this thread."""
+    if threading.active_count() != 1:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
+
+
+class ForkServer:
+    """The supervisor's end of one running fork server."""
+
+    def __init__(self, pid: int, sock: socket.socket, forked: bool) -> None:
+        self.pid = pid
+        self.sock = sock
+        self.forked = forked
+        self.answered = forked  # a forked server answers at once; a fresh one after its imports
+
+    @classmethod
+    def start(cls, setup: Setup, alive_r: int) -> ForkServer:
+        ours, theirs = socket.socketpair()
+        try:
+            if may_fork():
+                for stream in (sys.stdout, sys.stderr):  # or the children would write it again
+                    with contextlib.suppress(Exception):
+                        stream.flush()
+                pid = os.fork()
+                if pid == 0:  # the fork server
+                    try:
+                        close_all_but({theirs.fileno(), alive_r})
+                        serve_forks(theirs, alive_r, setup.objects, setup.max_result_size)
+                    finally:
+                        os._exit(70)
+                return cls(pid, ours, forked=True)
+            return cls._exec(setup, alive_r, ours, theirs)
+        finally:
+            theirs.close()
+
+    @classmethod
+    def _exec(cls, setup: Setup, alive_r: int, ours: socket.socket, theirs: socket.socket) -> ForkServer:
+        import dill
+        from multiprocess import spawn
+
+        prep = spawn.get_preparation_data("actors-forkserver")
+        prep.pop("authkey", None)  # multiprocess's, unused by us (and not picklable outside its spawn)
+        data = dill.dumps((prep, setup.pickled(), setup.max_result_size))
+        child = subprocess.Popen(
+            [sys.executable, "-c", "from actors.worker.forkserver import main; main()", str(theirs.fileno()),
+             str(alive_r)],
+            pass_fds=(theirs.fileno(), alive_r), stdin=subprocess.DEVNULL,
+        )
+        child.returncode = 0  # reaped by us (`reap`), never by subprocess
+        server = cls(child.pid, ours, forked=False)
+        try:
+            ours.sendall(struct.pack("q", len(data)) + data)
+        except OSError as exc:
+            server.kill()
+            raise ForkServerStuck(child.pid, f"died before it started ({exc})") from None
+        return server
+
+    def spawn(self) -> tuple[int, socket.socket, int]:
+        """Fork a worker: its pid, the supervisor's end of its pipe, and its status pipe (8 bytes,
+        the exit code, when it exits; EOF without them if the server died first)."""
+        ours, theirs = socket.socketpair()
+        status_r, status_w = os.pipe()
+        try:
+            try:
+                socket.send_fds(self.sock, [b"S"], [theirs.fileno(), status_w])
+            except OSError as exc:
+                raise ForkServerStuck(self.pid, f"cannot be reached ({exc.strerror or exc})") from None
+            finally:
+                theirs.close()
+                os.close(status_w)
+            limit = FORK_TIMEOUT if self.answered else SERVER_START_TIMEOUT
+            deadline = time.monotonic() + limit
+            answer = b""
+            while len(answer) < 8:
+                if not readable(self.sock.fileno(), POLL):
+                    if process_state(self.pid) == "stopped":
+                        raise ForkServerStuck(self.pid, "is stopped")
+                    if time.monotonic() > deadline:
+                        raise ForkServerStuck(self.pid, f"did not answer a spawn within {limit:.0f} s")
+                    continue
+                chunk = self.sock.recv(8 - len(answer))
+                if not chunk:
+                    raise ForkServerStuck(self.pid, "died")
+                answer += chunk
+        except BaseException:
+            ours.close()
+            os.close(status_r)
+            raise
+        self.answered = True
+        return struct.unpack("q", answer)[0], ours, status_r
+
+    def kill(self) -> None:
+        """SIGKILL (a stopped process dies of it too) and reap."""
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        reap(self.pid, 5.0)
+        self.sock.close()
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Let it go (EOF on its socket ends it), SIGKILL after `grace`, and reap."""
+        self.sock.close()
+        if process_state(self.pid) == "stopped" or not reap(self.pid, grace):
+            self.kill()
+
+
 class ForkServers:
-    """The fork servers found dead or stuck, and when the next may start: the first replacement is
-    immediate; servers that keep failing within `healthy_after` of each other back off."""
+    """The current fork server of one supervisor, those found dead or stuck, and when the next
+    may start: the first replacement is immediate; servers that keep failing within
+    `healthy_after` of each other back off. Owns the liveness pipe every worker watches."""
 
     def __init__(self, healthy_after: float, backoff: Retry) -> None:
         self.healthy_after = healthy_after
         self.backoff = backoff
+        self.current: ForkServer | None = None
+        self.setup: Setup | None = None
+        self.alive_r, self.alive_w = os.pipe()  # EOF on it (we exited) ends every worker
         self.failures = 0  # servers lost in quick succession
         self.lost: set[int] = set()  # pids
         self.seen = 0  # the server the last spawn used...
         self.since = 0.0  # ...and since when (monotonic)
         self.hold = 0.0  # monotonic time before which no new server is started
+
+    def server(self) -> ForkServer:
+        """The running server, started now if there is none."""
+        if self.current is None:
+            assert self.setup is not None
+            self.current = ForkServer.start(self.setup, self.alive_r)
+        return self.current
+
+    @property
+    def pid(self) -> int:
+        return self.current.pid if self.current is not None else 0
 
     def used(self, server: int, now: float) -> None:
         if server != self.seen:
@@ -64,8 +226,8 @@ class ForkServers:
     def check(self) -> tuple[int, str] | None:
         """The current server and its state, if psutil finds it stopped or dead (and it is not
         known lost yet)."""
-        server = server_pid()
-        if server is not None and server not in self.lost and (found := process_state(server)) != "running":
+        server = self.pid
+        if server and server not in self.lost and (found := process_state(server)) != "running":
             return server, found
         return None
 
@@ -75,8 +237,9 @@ class ForkServers:
         if not pid or pid in self.lost:
             return None
         self.lost.add(pid)
-        if server_pid() == pid:
-            discard_fork_server(kill=True)
+        if self.current is not None and self.current.pid == pid:
+            self.current.kill()
+            self.current = None
         now = time.monotonic()
         if now - self.since > self.healthy_after:
             self.failures = 0
@@ -86,61 +249,22 @@ class ForkServers:
         self.since = self.hold  # the replacement's life starts then, spawned or not
         return delay
 
+    def __del__(self) -> None:
+        self.close()
 
-class ForkServerStuck(OSError):
-    """Raised when the fork server does not answer a spawn: it is stopped or hangs."""
-
-    def __init__(self, server: int, message: str) -> None:
-        super().__init__(message)
-        self.server = server
-
-
-class BoundedPopen(popen_forkserver.Popen):
-    """multiprocess's fork-server launch, with every wait on the fork server bounded.
-
-    The stock launch writes the pickled process and then blocks reading the pid, forever if the
-    server is stopped. The server writes the pid as soon as it forked, so we read it first
-    (waiting in slices, checking the server is not stopped), then write to the new child."""
-
-    def _launch(self, process_obj: Any) -> None:
-        prep_data = spawn.get_preparation_data(process_obj._name)
-        buf = io.BytesIO()
-        set_spawning_popen(self)
-        try:
-            reduction.dump(prep_data, buf)
-            reduction.dump(process_obj, buf)
-        finally:
-            set_spawning_popen(None)
-        before = server_pid()
-        self.sentinel, w = forkserver.connect_to_new_process(self._fds)
-        server = server_pid() or 0
-        parent_w = os.dup(w)  # the child's sentinel of its parent, as in multiprocess
-        self.finalizer = util.Finalize(self, util.close_fds, (parent_w, self.sentinel))
-        try:
-            limit = FORK_TIMEOUT if server == before else SERVER_START_TIMEOUT
-            deadline = time.monotonic() + limit
-            while not readable(self.sentinel, POLL):
-                if process_state(server) == "stopped":
-                    raise ForkServerStuck(server, "is stopped")
-                if time.monotonic() > deadline:
-                    raise ForkServerStuck(server, f"did not answer a spawn within {limit:.0f} s")
-            self.pid = forkserver.read_signed(self.sentinel)
-            write_all(w, buf.getbuffer(), deadline + FORK_TIMEOUT)
-        except BaseException:
-            self.finalizer()
-            raise
-        finally:
-            os.close(w)
+    def close(self) -> None:
+        """Stop the server and end the liveness pipe: nothing of ours is left running. Idempotent."""
+        if self.current is not None:
+            with contextlib.suppress(Exception):
+                self.current.stop()
+            self.current = None
+        for fd in (self.alive_w, self.alive_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.alive_r = self.alive_w = -1
 
 
-class WorkerProcess(ForkServerProcess):
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:
-        return BoundedPopen(process_obj)
-
-
-def server_pid() -> int | None:
-    return forkserver._forkserver._forkserver_pid
+# -- processes ---------------------------------------------------------------------------------
 
 
 def process_state(pid: int) -> str:
@@ -159,42 +283,6 @@ def process_state(pid: int) -> str:
     return "running"
 
 
-def discard_fork_server(kill: bool, grace: float = 2.0) -> None:
-    """Stop the fork server multiprocess started (by closing its alive pipe, or at once with SIGKILL;
-    SIGKILL also after `grace`), reap it, and forget it, so that the next spawn starts a new one."""
-    server = forkserver._forkserver
-    with server._lock:
-        pid = server._forkserver_pid
-        if pid is None:
-            return
-        if server._forkserver_alive_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(server._forkserver_alive_fd)
-        if kill or not reap(pid, grace):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)  # a stopped process dies of it too
-            reap(pid, 5.0)
-        address = server._forkserver_address
-        if address and not util.is_abstract_socket_namespace(address):
-            with contextlib.suppress(OSError):
-                os.unlink(address)
-        server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
-
-
-def stop_fork_server() -> None:
-    """Stop the fork server (and the resource tracker it started) so a supervisor that stopped
-    serving leaves no child process behind; the next `serve()` starts new ones."""
-    from multiprocess import resource_tracker
-
-    with contextlib.suppress(Exception):
-        discard_fork_server(kill=process_state(server_pid() or 0) == "stopped")  # a stopped one never exits
-    with contextlib.suppress(Exception):
-        resource_tracker._resource_tracker._stop()
-
-
-# -- processes ---------------------------------------------------------------------------------
-
-
 def pidfd_open(pid: int) -> int:
     """A pidfd for the worker; -1 where the system has none, -2 if the process is gone already."""
     try:
@@ -210,17 +298,6 @@ def readable(fd: int, timeout: float = 0.0) -> bool:
         return bool(select.select([fd], [], [], timeout)[0])
     except (OSError, ValueError):
         return True  # closed or broken: reading it tells
-
-
-def write_all(fd: int, data: memoryview, deadline: float) -> None:
-    os.set_blocking(fd, False)
-    while data:
-        try:
-            data = data[os.write(fd, data):]
-        except BlockingIOError:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([], [fd], [], remaining)[1]:
-                raise TimeoutError("the new worker did not read its start data") from None
 
 
 def reap(pid: int, timeout: float) -> bool:

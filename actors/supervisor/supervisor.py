@@ -227,12 +227,15 @@ class Supervisor:
         self._serving.request_stop(graceful, timeout)
 
     def close(self) -> None:
-        """Stop serving if serving (waiting for it), then release the store."""
+        """Stop serving if serving (waiting for it), stop the fork server (kept from the first
+        `serve()` so that later ones start workers at once; it also ends with the process), then
+        release the store."""
         serving = self._serving
         if serving.loop is not None and serving.thread == threading.get_ident():
             raise RuntimeError("close() was called from inside serve(); call shutdown() there instead")
         if serving.loop is not None:
             self.shutdown(graceful=True)
+        serving.close_servers()
         self.store.close()
 
     def __enter__(self) -> Supervisor:

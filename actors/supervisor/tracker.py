@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from ..job import Job
+from ..logs import run_extra
 from ..protocol import Assign, Cancel, Done, Failed, Order, Progress, StepDone, Stop
 from ..run import NewRun, Outcome, RunStatus
 from ..stores import Changes, Finish
@@ -63,6 +64,7 @@ class Tracker:
         self.rate_timers: dict[str, Any] = {}  # job -> the timer that wakes its parked line
         self.scanned = 0  # the highest run id read from the store
         self.completed = 0
+        self.kills = {"timeout": 0, "memory": 0, "cancel": 0}  # workers killed by us, by reason
 
     # -- runs arriving ----------------------------------------------------------------------
 
@@ -347,9 +349,13 @@ class Tracker:
             message, traceback, window.pid if window else None, exit_code, signal, peak_rss, retry_at, charged,
         ))
         self.after.append((ticket, status, retry_at))
+        extra = run_extra(ticket.id, ticket.job.name, ticket.attempts, window.pid if window else None)
         if status is RunStatus.RETRYING:
             log.info("run %d (%s) attempt %d %s: %s; retrying in %.3f s", ticket.id, ticket.job.name,
-                     ticket.attempts, outcome.value, message, (retry_at or now) - now)
+                     ticket.attempts, outcome.value, message, (retry_at or now) - now, extra=extra)
+        elif status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
+            log.warning("run %d (%s) %s after attempt %d: %s: %s", ticket.id, ticket.job.name, status.value,
+                        ticket.attempts, error_type, message, extra=extra)
 
     def retire(self, window: Window) -> None:
         """Stop giving a worker runs; it is told to exit once it reported what it holds."""
@@ -395,6 +401,9 @@ class Tracker:
         if held:
             head, rest = held[0], held[1:]
             if kill is not None and kill[0] is head:
+                reason = _KILL_REASONS.get(kill[1])
+                if reason is not None:
+                    self.kills[reason] += 1
                 self.finish(head, kill[1], window, error_type=ERROR_TYPES[kill[1]], message=kill[2],
                             exit_code=code, signal=sig, peak_rss=peak)
             elif expected:
@@ -446,6 +455,9 @@ class Tracker:
 
     def running(self) -> int:
         return sum(len(window.inflight) for window in self.windows)
+
+
+_KILL_REASONS = {Outcome.TIMED_OUT: "timeout", Outcome.MEMORY_EXCEEDED: "memory", Outcome.CANCELLED: "cancel"}
 
 
 def _unique_key(found: Job[Any, Any], row: Any) -> str | None:

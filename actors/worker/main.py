@@ -1,7 +1,7 @@
 """The worker process's entry point: signal dispositions, handshake, then the run loop.
 
 A worker is forked by the fork server (never by the supervisor, which holds threads, an event
-loop and a database connection). At start it:
+loop and a database connection: see `forkserver.py`). At start it:
 - moves into its own process group, so a timeout kill reaches everything it started with one
   `killpg`, and a terminal's Ctrl-C (sent to the foreground group) never reaches it;
 - ignores SIGINT (only the supervisor decides), resets every other inherited Python handler
@@ -185,15 +185,18 @@ def _write_unbroken(fd: int, frame: bytes) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)  # handlers of what arrived meanwhile run now
 
 
-def worker_main(conn: Any, alive: Any, registry: bytes, max_result_size: int) -> None:
-    """Entry point in the worker process; never returns."""
+def worker_main(fd: int, alive_fd: int, setup: bytes | tuple[Any, Any], max_result_size: int) -> None:
+    """Entry point in the worker process; never returns. `setup` is (jobs, default retry), or
+    those pickled with dill when the fork server is a fresh interpreter."""
     _prepare_process()
-    fd = conn.fileno()
-    threading.Thread(target=_watch_supervisor, args=(alive.fileno(),), daemon=True, name="actors-watchdog").start()
+    threading.Thread(target=_watch_supervisor, args=(alive_fd,), daemon=True, name="actors-watchdog").start()
     try:
-        import dill
+        if isinstance(setup, bytes):
+            import dill
 
-        jobs, default_retry = dill.loads(registry)
+            jobs, default_retry = dill.loads(setup)
+        else:
+            jobs, default_retry = setup
         resources = {name: job.setup() for name, job in jobs.items() if job.setup is not None}
     except BaseException as exc:
         write_frame(fd, SetupFailed(*_describe(exc)))

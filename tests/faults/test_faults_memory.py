@@ -16,6 +16,7 @@ from conftest import live_descendants
 from pydantic import BaseModel
 
 from actors import Outcome, RunStatus, Supervisor, job
+from actors.supervisor.loop import MEMORY_SAMPLE
 from actors.supervisor.processes import tree_memory
 
 
@@ -121,5 +122,6 @@ def test_one_sample_of_a_50_process_tree_fits_the_sampling_interval() -> None:
         for pid in pids:
             os.kill(pid, 9)
             os.waitpid(pid, 0)
-    assert cost < 0.1, f"one sample of a 51-process tree took {cost * 1000:.1f} ms"
+    # generous (a shared machine): a sample must fit the 250 ms interval between samples
+    assert cost < MEMORY_SAMPLE, f"one sample of a 51-process tree took {cost * 1000:.1f} ms"
     assert held < rss / 5, f"PSS {held / 2**20:.0f} MiB against RSS {rss / 2**20:.0f} MiB"

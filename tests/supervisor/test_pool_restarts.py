@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from actors.supervisor.pool import HEALTHY_AFTER, Pool, WorkerSlot
+from actors.supervisor.pool import HEALTHY_AFTER, RESTART_BACKOFF, Pool, WorkerSlot
+from actors.supervisor.processes import ForkServers
 from actors.supervisor.processes import process_state as _state
 
 
@@ -25,7 +26,7 @@ class FakeLoop:
 
 def make_pool() -> tuple[Pool, FakeLoop, list[WorkerSlot]]:
     loop = FakeLoop()
-    pool = Pool(loop, 1, b"", lambda *a: None, lambda *a: None, lambda *a: None, 2.0, 1 << 20,  # type: ignore[arg-type]
+    pool = Pool(loop, 1, ForkServers(HEALTHY_AFTER, RESTART_BACKOFF), lambda *a: None, lambda *a: None, lambda *a: None, 2.0, 1 << 20,  # type: ignore[arg-type]
                 on_ready=lambda *a: None, on_orphaned=lambda *a: None)
     spawned: list[WorkerSlot] = []
     pool.spawn = spawned.append  # type: ignore[method-assign]
