@@ -113,6 +113,18 @@ class Failed(NamedTuple):
     peak_rss: int
 
 
+class Logged(NamedTuple):
+    """A record of `ctx.log` (the "actors.job" logger) made inside a run, for the supervisor's
+    handlers: formatted in the worker, logged again there with the run's fields."""
+
+    run_id: int
+    attempt: int
+    level: int
+    logger: str
+    message: str
+    created: float
+
+
 def storable(text: str) -> str:
     """`text` with any lone surrogate (a `surrogateescape`d byte from a file name, a bad literal)
     written as a visible backslash escape such as `\\ud800`: the store encodes text as UTF-8,

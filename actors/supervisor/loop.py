@@ -370,6 +370,14 @@ class ServeLoop:
             self.servers.server()  # now, before the event loop exists, so that it may be a fork
         except Exception:
             pass  # the pool's first spawn tries again, and reports what fails
+        if self.sup.metrics_port is not None and self.metrics is None:  # after the fork: it is a thread
+            from ..metrics import serve_metrics
+
+            try:
+                serve_metrics(self.sup, self.sup.metrics_port, self.sup.metrics_host)
+            except BaseException:
+                self.sup.store.release()
+                raise
 
     def close_servers(self) -> None:
         """The supervisor is closed: its fork server and liveness pipe go."""

@@ -65,6 +65,9 @@ class Supervisor:
     - `poll_interval`: how often runs submitted by other processes are looked for (50 ms).
     - `max_result_size`: the largest output (JSON bytes) a run may return ("64MB"); a larger
       one fails that run with `ResultTooLarge`. Pass paths for large images, not pixels.
+    - `metrics_port`: serve Prometheus metrics at http://127.0.0.1:PORT/metrics from this
+      process while it serves (from the first `serve()`; needs `actors[metrics]`); default none.
+    - `metrics_host`: the address the metrics endpoint binds (default "127.0.0.1").
     """
 
     def __init__(
@@ -81,6 +84,8 @@ class Supervisor:
         max_runs_per_worker: int | None = None,
         poll_interval: Duration = 0.05,
         max_result_size: int | str = "64MB",
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         if reimported():  # a worker running an unguarded script again: before the store, no StoreLocked
             raise RuntimeError(REIMPORTED)
@@ -107,6 +112,9 @@ class Supervisor:
         self.max_runs_per_worker = max_runs_per_worker
         self.poll_interval = parse_duration(poll_interval, what="poll_interval")
         self.max_result_size = parse_size(max_result_size)
+        if metrics_port is not None and (not isinstance(metrics_port, int) or not 0 <= metrics_port <= 65535):
+            raise ValueError(f"invalid metrics_port {metrics_port!r}: expected a port number 0-65535")
+        self.metrics_port, self.metrics_host = metrics_port, metrics_host
         self.store = open_store(store, durability=durability)  # serve() takes the serving lock
         if callable(writable := getattr(self.store, "check_writable", None)):
             try:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from ..job import Job
 from ..logs import run_extra
-from ..protocol import Assign, Cancel, Done, Failed, Order, Progress, StepDone, Stop
+from ..protocol import Assign, Cancel, Done, Failed, Logged, Order, Progress, StepDone, Stop
 from ..run import NewRun, Outcome, RunStatus
 from ..stores import Changes, Finish
 from ..stores.base import BY_NAME
@@ -283,11 +283,26 @@ class Tracker:
         if delay is not None:
             window.deadline = self.effects.later(delay, self.on_deadline, window, head)
 
+    def _logged(self, window: Window, message: Logged) -> None:
+        """A `ctx.log` record from inside a run: logged here, with the run's fields."""
+        logger = logging.getLogger(message.logger)
+        if not logger.isEnabledFor(message.level):
+            return
+        ticket = self.tickets.get(message.run_id)
+        extra = run_extra(message.run_id, ticket.job.name if ticket else "?", message.attempt, window.pid)
+        record = logger.makeRecord(logger.name, message.level, "(worker)", 0, message.message, None, None,
+                                   extra=extra)
+        record.created = message.created
+        logger.handle(record)
+
     def report(self, window: Window, message: Any) -> None:
         """A worker's report on the run it executes (the head of its window)."""
         if window.kill is not None:
             return  # we are killing this worker for its head run: a late report loses to the kill
         kind = type(message)
+        if kind is Logged:
+            self._logged(window, message)
+            return
         inflight = window.inflight
         if not inflight or inflight[0].id != message.run_id or inflight[0].attempts != message.attempt:
             if kind is Done or kind is Failed:

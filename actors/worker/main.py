@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import select
 import signal
@@ -32,6 +33,7 @@ from ..protocol import (
     Assign,
     Cancel,
     FrameReader,
+    Logged,
     Order,
     Ready,
     SetupFailed,
@@ -216,6 +218,7 @@ def _serve(inbox: Inbox, jobs: dict[str, Any], resources: dict[str, Any], max_re
            default_retry: Any) -> None:
     home = os.open(".", os.O_RDONLY)  # the working directory every run starts in
     polled = 0.0
+    _forward_job_logs(inbox)
     inbox.send(Ready(os.getpid()))
     pending = inbox.pending
     while True:
@@ -233,6 +236,33 @@ def _serve(inbox: Inbox, jobs: dict[str, Any], resources: dict[str, Any], max_re
         name = order.job
         inbox.send(execute(jobs[name], order, inbox, resources.get(name), max_result_size, default_retry))
         _restore(home)
+
+
+class _ToSupervisor(logging.Handler):
+    """Sends `ctx.log` records up the pipe: the supervisor's handlers write them, with the run's
+    fields and the worker's pid, wherever its other records go (the worker has no handler of
+    its own when it is a fresh interpreter, and would print them twice when it is a fork)."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        super().__init__(logging.NOTSET)
+        self.inbox = inbox
+
+    def emit(self, record: logging.LogRecord) -> None:
+        run_id = getattr(record, "run_id", None)
+        if run_id is None or os.getpid() != self.inbox.pid:  # not a run's record, or a job's own child
+            return
+        try:
+            self.inbox.send(Logged(run_id, getattr(record, "attempt", 0), record.levelno, record.name,
+                                   self.format(record), record.created))
+        except Exception:
+            self.handleError(record)
+
+
+def _forward_job_logs(inbox: Inbox) -> None:
+    logger = logging.getLogger("actors.job")
+    logger.handlers = [_ToSupervisor(inbox)]
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)  # the supervisor's own level decides what is written
 
 
 def _restore(home: int) -> None:
