@@ -174,6 +174,7 @@ def main() -> int:
         progress = Progress(TextColumn("[bold]thumbnails"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
         task = progress.add_task("thumbnails", total=len(ours))
+        sup.prefork()  # before the progress display's thread: the fork server is then a fork, ready at once
 
         def on_end(event: str):
             def callback(record) -> None:  # runs in the supervisor process, on its loop

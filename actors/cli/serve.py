@@ -44,6 +44,8 @@ def serve(app_spec: str, workers: int | None, store: str | None, grace: str | No
     if effective["metrics_port"].value is not None:
         from ..metrics import serve_metrics
 
+        sup.prefork()  # before the metrics thread, so that the fork server may still be a fork
+
         try:
             _, port = serve_metrics(sup, effective["metrics_port"].value, effective["metrics_host"].value)
         except ImportError as exc:

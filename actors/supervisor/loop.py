@@ -60,6 +60,12 @@ class ServeLoop:
     """The serving side of one supervisor; the tracker's `Effects`. Lives as long as it does."""
 
     def __init__(self, sup: Supervisor) -> None:
+        # The pool's modules (asyncio, psutil) load with a Supervisor, so that serve() starts in
+        # milliseconds, but not with `import actors`: a process that submits through a Client
+        # never pays for them. uvloop waits for serve() (5 ms), multiprocess and dill for a fork
+        # server that must be a fresh interpreter.
+        from . import pool  # noqa: F401
+
         self.sup = sup
         self.tracker = Tracker(sup.policies, self, sup.workers, kill_grace=sup.kill_grace,
                                max_runs_per_worker=sup.max_runs_per_worker)
@@ -360,16 +366,7 @@ class ServeLoop:
         except BaseException:
             store.release()  # a refused session keeps no lock
             raise
-        if self.servers is None:
-            from .pool import HEALTHY_AFTER, RESTART_BACKOFF
-            from .processes import ForkServers, Setup
-
-            self.servers = ForkServers(HEALTHY_AFTER, RESTART_BACKOFF)
-            self.servers.setup = Setup(self.sup.jobs, self.sup.default_retry, self.sup.max_result_size)
-        try:
-            self.servers.server()  # now, before the event loop exists, so that it may be a fork
-        except Exception:
-            pass  # the pool's first spawn tries again, and reports what fails
+        self.prefork()  # now, before the event loop exists, so that it may be a fork
         if self.sup.metrics_port is not None and self.metrics is None:  # after the fork: it is a thread
             from ..metrics import serve_metrics
 
@@ -378,6 +375,19 @@ class ServeLoop:
             except BaseException:
                 self.sup.store.release()
                 raise
+
+    def prefork(self) -> None:
+        """Start the fork server if none runs (see `Supervisor.prefork`)."""
+        if self.servers is None:
+            from .pool import HEALTHY_AFTER, RESTART_BACKOFF
+            from .processes import ForkServers, Setup
+
+            self.servers = ForkServers(HEALTHY_AFTER, RESTART_BACKOFF)
+            self.servers.setup = Setup(self.sup.jobs, self.sup.default_retry, self.sup.max_result_size)
+        try:
+            self.servers.server()
+        except Exception:
+            pass  # the pool's first spawn tries again, and reports what fails
 
     def close_servers(self) -> None:
         """The supervisor is closed: its fork server and liveness pipe go."""
