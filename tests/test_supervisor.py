@@ -552,3 +552,33 @@ def test_a_submit_racing_the_start_of_serving_in_another_thread_is_never_strande
             sup.shutdown()
             serving.join(10)
             sup.close()
+
+
+# -- a long stored queue is read a page at a time --------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_backlog_is_read_a_page_at_a_time_and_every_run_executes_once(db: str, monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path):
+    from actors.supervisor import loop
+
+    monkeypatch.setattr(loop, "PAGE", 40)
+    with Supervisor([double], workers=1, store=db) as before:  # stored by another supervisor: a backlog
+        before.submit_many(double, [{"x": i} for i in range(300)])
+    sup = Supervisor([double], workers=1, store=db)
+    held: list[int] = []
+    late: list[int] = []
+
+    def started(record: actors.RunRecord) -> None:
+        held.append(len(sup._tracker.tickets))
+        if record.id == 100:  # submitted while the backlog is read: it runs too, once
+            late.append(sup.submit(double, {"x": 1000}).id)
+
+    sup.on("started", started)
+    assert sup.serve(until="drained") == "drained"
+    client = Client(store=db)
+    assert [r.status for r in client.runs(limit=1000)] == [RunStatus.SUCCEEDED] * 301
+    assert all(len(sup.run(r.id).attempt_log) == 1 for r in client.runs(limit=1000))
+    assert max(held) <= 3 * 40, str(held)  # a page or two and a window in flight, never the whole queue
+    assert sup.handle(late[0]).result(timeout=5) == 2000
+    sup.close()

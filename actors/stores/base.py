@@ -149,8 +149,9 @@ class Store(Protocol):
         is charged, so a run that kills its supervisor every time runs out of attempts); how many."""
         ...
 
-    def load_ready(self, after_id: int = 0) -> list[Pending]:
-        """Queued and retrying runs with id > after_id, in id order."""
+    def load_ready(self, after_id: int = 0, limit: int | None = None) -> list[Pending]:
+        """Queued and retrying runs with id > after_id, in id order; at most `limit` of them
+        (a page: the supervisor reads a long queue a page at a time)."""
         ...
 
     def changed(self) -> bool:

@@ -165,14 +165,16 @@ class MemoryStore:
                     count += 1
         return count
 
-    def load_ready(self, after_id: int = 0) -> list[Pending]:
+    def load_ready(self, after_id: int = 0, limit: int | None = None) -> list[Pending]:
         with self._lock:
-            return [
+            rows = [
                 Pending(r.id, r.job, r.input, r.priority, r.attempts, self._free[r.id], r.max_attempts, r.timeout,
                         r.scheduled_at, str(r.status), r.version, _last_interrupted(r, r.attempts))
                 for r in self._runs.values()
                 if r.id > after_id and r.status in _PENDING
             ]
+        rows.sort(key=lambda row: row.id)
+        return rows if limit is None else rows[:limit]
 
     def changed(self) -> bool:
         return False

@@ -383,12 +383,12 @@ class SQLiteStore:
             )
         return len(rows)
 
-    def load_ready(self, after_id: int = 0) -> list[Pending]:
+    def load_ready(self, after_id: int = 0, limit: int | None = None) -> list[Pending]:
         with self._mutex:
             rows = self._db.execute(
                 f"SELECT {_READY_COLUMNS}, {_LAST_INTERRUPTED.format(number='attempts')} "
-                "FROM runs WHERE status IN ('queued', 'retrying') AND id > ? ORDER BY id",
-                (after_id,),
+                "FROM runs WHERE status IN ('queued', 'retrying') AND id > ? ORDER BY id LIMIT ?",
+                (after_id, -1 if limit is None else limit),
             ).fetchall()
         return [Pending(*row) for row in rows]
 

@@ -42,6 +42,11 @@ if TYPE_CHECKING:  # the pool, processes and asyncio are imported when serving s
 
 log = logging.getLogger("actors")
 MEMORY_SAMPLE = 0.25  # seconds between samples of the workers' memory, with max_memory
+# A long stored queue is read a page at a time, oldest first: the next page when fewer than
+# half a page are ready, unless HELD live runs are known already (delayed, retrying, parked by
+# a limit): a backlog of a million runs costs a page of memory, not a million tickets.
+PAGE = 10_000
+HELD = 100_000
 STATUS_INTERVAL = 1.0  # seconds between writes of the supervisor's and workers' state to the store
 
 
@@ -190,8 +195,11 @@ class ServeLoop:
         self._inbox_armed = False  # first disarm, then drain: a later append re-arms
         inbox = self._inbox
         while inbox:
+            tickets = inbox.popleft()
+            if self.tracker.backlog:
+                continue  # stored, past the backlog: the pager reads them in their turn
             scanned = self.tracker.scanned
-            self.tracker.enqueue([t for t in inbox.popleft() if t.id > scanned])
+            self.tracker.enqueue([t for t in tickets if t.id > scanned])
 
     # -- the turn --------------------------------------------------------------------------------
 
@@ -200,6 +208,12 @@ class ServeLoop:
         self._turn_pending = False
         self.turns += 1
         tracker = self.tracker
+        if tracker.backlog and self.stage is Stage.SERVING:
+            try:
+                self._page_in()
+            except StoreError as exc:
+                self._die(exc)
+                return
         sends = tracker.dispatch(self._open_windows()) if self.stage is Stage.SERVING else []
         changes = tracker.take_changes()
         lost: set[int] = set()
@@ -297,12 +311,25 @@ class ServeLoop:
                 self.tracker.memory_sampled(window, tree_memory(slot.pid), limit)
         self.later(MEMORY_SAMPLE, self._sample_memory)
 
+    def _load_page(self, after: int) -> None:
+        """Read the next page of stored queued runs (ids above `after`)."""
+        store, tracker = self.sup.store, self.tracker
+        rows = store.load_ready(after, limit=PAGE)
+        tracker.load(rows, self.sup.jobs, store.steps)
+        tracker.backlog = len(rows) == PAGE
+
+    def _page_in(self) -> None:
+        tracker = self.tracker
+        if tracker.backlog and len(tracker.ready) < PAGE // 2 and len(tracker.tickets) < HELD:
+            self._load_page(tracker.scanned)
+
     def _poll_store(self) -> None:
-        """Pick up runs that other processes (Clients) stored."""
+        """Pick up runs that other processes (Clients) stored (the pager reads them in turn while
+        a backlog is being read)."""
         store = self.sup.store
         try:
-            if store.changed():
-                self.tracker.load(store.load_ready(self.tracker.scanned), self.sup.jobs, store.steps)
+            if store.changed() and not self.tracker.backlog:
+                self._load_page(self.tracker.scanned)
         except StoreError as exc:
             self._die(exc)
             return
@@ -360,9 +387,9 @@ class ServeLoop:
             if recovered:
                 log.warning("recovered %d run(s) left running by a supervisor that died; they are queued again",
                             recovered)
-            if store.changed():  # another process wrote since we read: what we hold may have run there
-                tracker.clear()
-            tracker.load(store.load_ready(0), self.sup.jobs, store.steps)
+            store.changed()  # the poll looks for what others store from now on
+            tracker.clear()
+            self._load_page(0)
         except BaseException:
             store.release()  # a refused session keeps no lock
             raise
@@ -437,7 +464,7 @@ class ServeLoop:
         tracker, pool = self.tracker, self.pool
         if self.stage is Stage.SERVING:
             if self._until == "drained" and not tracker.tickets and not tracker.changes:
-                tracker.load(self.sup.store.load_ready(tracker.scanned), self.sup.jobs, self.sup.store.steps)
+                self._load_page(tracker.scanned)
                 if not tracker.tickets and not tracker.changes:
                     self._drained = True
                     self.begin_stop(graceful=True)

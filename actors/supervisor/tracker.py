@@ -63,6 +63,7 @@ class Tracker:
         self.unarmed: list[Ticket] = []  # tickets waiting for a time while no loop runs
         self.rate_timers: dict[str, Any] = {}  # job -> the timer that wakes its parked line
         self.scanned = 0  # the highest run id read from the store
+        self.backlog = False  # stored runs past `scanned` wait to be read (see `loop.PAGE`)
         self.completed = 0
         self.kills = {"timeout": 0, "memory": 0, "cancel": 0}  # workers killed by us, by reason
 
@@ -111,10 +112,10 @@ class Tracker:
         self.enqueue(tickets)
 
     def clear(self) -> None:
-        """Forget every queued run (none runs while not serving): another process served the
-        store since these were read, so the store alone says what is still queued."""
+        """Forget every queued run (none runs while not serving): serving starts, and the store
+        alone says what is queued (another process may have served it meanwhile)."""
         self.tickets, self.ready, self.limits = {}, ReadyQueue(), Limits()
-        self.unarmed, self.rate_timers, self.scanned = [], {}, 0
+        self.unarmed, self.rate_timers, self.scanned, self.backlog = [], {}, 0, False
 
     def enqueue(self, tickets: list[Ticket]) -> None:
         """Make runs live here: each stored run enters exactly once, whatever path brought it."""
