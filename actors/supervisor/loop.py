@@ -170,16 +170,26 @@ class ServeLoop:
         except RuntimeError:  # the loop closed meanwhile: nobody else touches the state now
             fn(*args)
 
+    def started(self) -> bool:
+        """Whether a session has read the queue (its loop exists), for a run just stored: if not,
+        the next session reads it from the store. Checked under the lock that session start
+        holds while it reads the store and sets the loop, so no run falls between the two."""
+        if self.loop is not None:
+            return True
+        with self.lock:
+            return self.loop is not None
+
     def hand_over(self, tickets: list[Ticket]) -> None:
         """Queue new tickets from any thread. Other threads drop them in an inbox and wake the
         loop once for however many arrive before it looks (fewer wake-ups, bigger batches)."""
         loop = self.foreign_loop()
         if loop is None:
-            with self.lock:  # no loop yet: submitting threads take turns, and serve() waits
+            with self.lock:  # serve() reads the queue from the store under this lock: no run is missed
                 loop = self.foreign_loop()
                 if loop is None:
-                    self.tracker.enqueue(tickets)
-                    return
+                    if self.loop is not None:  # submitted from a callback on the loop's own thread
+                        self.tracker.enqueue(tickets)
+                    return  # not serving: the next serve() reads them from the store
         self._inbox.append(tickets)
         if not self._inbox_armed:
             self._inbox_armed = True

@@ -197,9 +197,10 @@ class Supervisor:
             return []
         now = time.time()
         stored = self.store.insert(rows, now)
-        tickets = self._tracker.new_tickets(found, rows, stored, now)
-        if tickets:
-            self._serving.hand_over(tickets)
+        if self._serving.started():  # else the next serve() reads them from the store, a page at a time
+            tickets = self._tracker.new_tickets(found, rows, stored, now)
+            if tickets:
+                self._serving.hand_over(tickets)
         return [Handle(self, run_id, found) for run_id, _ in stored]
 
     def _submit_tick(self, found: Job[Any, Any], tick: float) -> None:
