@@ -582,3 +582,36 @@ def test_a_backlog_is_read_a_page_at_a_time_and_every_run_executes_once(db: str,
     assert max(held) <= 3 * 40, str(held)  # a page or two and a window in flight, never the whole queue
     assert sup.handle(late[0]).result(timeout=5) == 2000
     sup.close()
+
+
+PREFORK = """
+import sys, threading
+from actors import Supervisor, job
+
+@job
+def square(n: int) -> int:
+    return n * n
+
+if __name__ == "__main__":
+    sup = Supervisor([square], workers=1, store=sys.argv[1])
+    if sys.argv[2] == "prefork":
+        sup.prefork()
+    stop = threading.Event()
+    ticker = threading.Thread(target=stop.wait)  # a thread that runs while serving, like a progress bar
+    ticker.start()
+    handle = sup.submit(square, 7)
+    sup.serve(until="drained")
+    stop.set()
+    ticker.join()
+    print(handle.result(), sup._serving.servers.current.forked)
+    sup.close()
+"""
+
+
+@pytest.mark.parametrize("how, forked", [("prefork", "True"), ("plain", "False")])
+def test_prefork_before_a_thread_keeps_the_fork_server_a_fork(tmp_path: Path, how: str, forked: str):
+    """A thread running when serve() starts forbids forking the supervisor: the fork server is a
+    fresh interpreter then; prefork() before the thread keeps it a fork. Both serve."""
+    done = run_script(tmp_path, PREFORK, str(tmp_path / "p.db"), how)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["49", forked]
