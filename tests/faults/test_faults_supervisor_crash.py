@@ -180,3 +180,55 @@ def test_second_supervisor_on_one_store_is_refused_until_the_first_dies(db: str,
     # And a supervisor in this process can open the store now that nobody serves it.
     Supervisor([], store=db).close()
     assert live_descendants() == []
+
+
+SUBMITTERS = """
+import sys, threading, time
+from actors import Supervisor, job
+
+@job
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+if __name__ == "__main__":
+    sup = Supervisor([nap], workers=1, store=sys.argv[1])
+    lock = threading.Lock()
+
+    def submit_forever():
+        while True:
+            run_id = sup.submit(nap, 0.5).id
+            with lock:  # printed only once submit() has returned
+                print(run_id, flush=True)
+
+    for _ in range(4):
+        threading.Thread(target=submit_forever, daemon=True).start()
+    if sys.argv[2] == "serving":
+        sup.serve()
+    else:
+        threading.Event().wait()
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["serving", "not-serving"])
+def test_every_run_whose_submit_returned_is_in_the_store_after_a_kill_9(db: str, tmp_path: Path, mode: str) -> None:
+    """Invariant 1 with concurrent submitters: kill -9 the process right after submits returned;
+    every run id it printed is stored."""
+    script = start_script(tmp_path, SUBMITTERS, db, mode)
+    printed: list[int] = []
+    try:
+        assert script.stdout is not None
+        while len(printed) < 200:
+            line = script.stdout.readline()
+            assert line, script.stderr.read() if script.stderr else "no output"
+            printed.append(int(line))
+        script.send_signal(signal.SIGKILL)
+        script.wait(10)
+    finally:
+        if script.poll() is None:
+            script.kill()
+        script.communicate(timeout=10)
+    client = Client(store=db)
+    missing = [run_id for run_id in printed if client.get(run_id) is None]
+    assert missing == [], f"{len(missing)} runs whose submit() returned are not in the store"
