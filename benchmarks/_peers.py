@@ -458,3 +458,52 @@ class ActorsRunner(Runner):
             self.sup.close()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- charts -----------------------------------------------------------------------------------
+
+
+CHARTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "charts")
+
+
+def chart(name, title, values, unit, reference, higher_is_better=True):
+    """A bar chart of one figure per system (a dict name -> value, or name -> [values] for grouped
+    bars named in `unit`'s list), actors' bars highlighted and each bar's ratio to `reference`
+    written on it; saved as benchmarks/charts/<name>.png. Needs matplotlib (the bench extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(no chart: matplotlib is not installed; pip install -e '.[bench]')")
+        return None
+    names = list(values)
+    series = {k: v if isinstance(v, list) else [v] for k, v in values.items()}
+    labels = unit if isinstance(unit, list) else [unit]
+    width = 0.8 / len(labels)
+    fig, ax = plt.subplots(figsize=(9, 0.5 + 0.45 * len(names) * len(labels)))
+    for j, label in enumerate(labels):
+        ys = [i + j * width for i in range(len(names))]
+        xs = [series[n][j] for n in names]
+        colors = ["#d62728" if n.startswith("actors") else "#7f7f7f" for n in names]
+        bars = ax.barh(ys, xs, height=width, color=colors, alpha=1.0 - 0.35 * j, label=label)
+        ref = series.get(reference, [None] * len(labels))[j]
+        for bar, x in zip(bars, xs, strict=True):
+            text = f"{x:,.0f}" + (f"  ({x / ref:.2f}x)" if ref else "")
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + text, va="center", fontsize=8)
+    ax.set_yticks([i + width * (len(labels) - 1) / 2 for i in range(len(names))], names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_title(f"{title}\n(ratio to {reference}; {'higher' if higher_is_better else 'lower'} is better)",
+                 fontsize=10)
+    ax.set_xlabel(" / ".join(labels))
+    ax.margins(x=0.3)
+    if len(labels) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(CHARTS, exist_ok=True)
+    path = os.path.join(CHARTS, f"{name}.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"chart: {os.path.relpath(path)}")
+    return path

@@ -86,6 +86,9 @@ def main():
     P.report(
         headers, rows, errors, {"benchmark": "latency", **info, "floor": FLOOR, "results": results}
     )
+    P.chart("latency", "latency: one no-op run at a time, submit to result",
+            {name: [r["p50_us"], r["p99_us"]] for name, r in results.items()}, ["p50 µs", "p99 µs"],
+            "Pool.apply_async", higher_is_better=False)
 
 
 if __name__ == "__main__":

@@ -212,6 +212,12 @@ def main() -> None:
     for name, m in medians.items():
         ratio = f"{m['total'] / base['total']:.2f}x" if base else "-"
         print(f"{name:<22}" + "".join(f"{1000 * m[k]:>13.1f}ms" for k in keys) + f"{ratio:>12}")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import _peers as P
+
+    P.chart("startup", "start-up: construct, one task, stop (a fresh process each)",
+            {name: 1000 * m["total"] for name, m in medians.items()}, "ms", "multiprocessing.Pool",
+            higher_is_better=False)
     imports = interpreter_import()
     print(f"python -c 'import actors': {1000 * imports['actors']:.0f} ms over a bare interpreter "
           f"('import multiprocessing': {1000 * imports['multiprocessing.Pool']:.0f} ms)")

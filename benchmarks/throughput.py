@@ -88,6 +88,8 @@ def main():
         errors,
         {"benchmark": "throughput", **info, "reference": REF, "results": results},
     )
+    P.chart("throughput", f"throughput: {args.n:,} no-op runs, first submit to last result",
+            {name: r["tasks_per_s"] for name, r in results.items()}, "tasks/s", REF)
 
 
 if __name__ == "__main__":

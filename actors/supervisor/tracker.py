@@ -291,7 +291,7 @@ class Tracker:
             return
         ticket = self.tickets.get(message.run_id)
         extra = run_extra(message.run_id, ticket.job.name if ticket else "?", message.attempt, window.pid)
-        record = logger.makeRecord(logger.name, message.level, "(worker)", 0, message.message, None, None,
+        record = logger.makeRecord(logger.name, message.level, "(worker)", 0, message.message, (), None,
                                    extra=extra)
         record.created = message.created
         logger.handle(record)

@@ -608,14 +608,15 @@ def test_sqlite_a_version_1_store_is_upgraded_when_opened_and_keeps_its_runs(tmp
     (run_id, _), = first.insert([new(key="k1")], NOW)
     end(first, run_id, "failed")
     first.close()
-    old = sqlite3.connect(path)  # as version 1 made it: no rerun_of
+    old = sqlite3.connect(path)  # as version 1 made it: no rerun_of (nor the index on it)
+    old.execute("DROP INDEX runs_rerun")
     old.execute("ALTER TABLE runs DROP COLUMN rerun_of")
     old.execute("PRAGMA user_version=1")
     old.commit()
     old.close()
     again = SQLiteStore(path)
     try:
-        assert again._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert again._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         record = again.get(run_id, attempts=True)
         assert (record.status, record.key, record.rerun_of, len(record.attempt_log)) == (RunStatus.FAILED, "k1", None, 1)
         (second, created), = again.insert([new(key="k1", rerun=GAVE_UP)], NOW + 3)
