@@ -420,7 +420,8 @@ class ServeLoop:
             from .processes import ForkServers, Setup
 
             self.servers = ForkServers(HEALTHY_AFTER, RESTART_BACKOFF)
-            self.servers.setup = Setup(self.sup.jobs, self.sup.default_retry, self.sup.max_result_size)
+            self.servers.setup = Setup(self.sup.jobs, self.sup.default_retry, self.sup.max_result_size,
+                                       fork=self.sup.max_memory is None)
         try:
             self.servers.server()
         except Exception:

@@ -61,11 +61,15 @@ class ForkServerStuck(OSError):
 
 class Setup:
     """What every worker gets: the jobs and default retry, as objects (for a forked server) and
-    pickled (for a fresh interpreter, on demand), and the largest result it may send."""
+    pickled (for a fresh interpreter, on demand), and the largest result it may send. `fork`:
+    whether the server may be a fork of the supervisor; not with `max_memory`, because a worker
+    forked from the supervisor shares its pages, and a share of every page counts in the
+    worker's tree (PSS): the limit would then charge it for the supervisor's memory."""
 
-    def __init__(self, jobs: dict[str, Any], default_retry: Any, max_result_size: int) -> None:
+    def __init__(self, jobs: dict[str, Any], default_retry: Any, max_result_size: int, fork: bool = True) -> None:
         self.objects = (jobs, default_retry)
         self.max_result_size = max_result_size
+        self.fork = fork
         self._pickled: bytes | None = None
 
     def pickled(self) -> bytes:
@@ -105,7 +109,7 @@ class ForkServer:
     def start(cls, setup: Setup, alive_r: int) -> ForkServer:
         ours, theirs = socket.socketpair()
         try:
-            if may_fork():
+            if setup.fork and may_fork():
                 for stream in (sys.stdout, sys.stderr):  # or the children would write it again
                     with contextlib.suppress(Exception):
                         stream.flush()

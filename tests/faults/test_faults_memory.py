@@ -82,6 +82,8 @@ def test_max_memory_counts_what_the_tree_holds(name: str, db: str) -> None:
         after = sup.submit(fork_children, {})
         sup.serve(until="drained")
         record, after_record = sup.run(handle.id), sup.run(after.id)
+        server = sup._serving.servers.current if sup._serving.servers else None
+        assert server is not None and not server.forked  # no share of this process's pages is charged
     finally:
         sup.close()
 
