@@ -19,7 +19,7 @@ from .errors import JobNotFound, StoreError
 from .handle import FIRST_PAUSE, MAX_PAUSE, Handle, read_run
 from .job import Job
 from .run import TERMINAL, NewRun, RunRecord, RunStatus
-from .stores import Store, open_store
+from .stores import Store, is_postgres_url, open_store
 from .stores.base import BY_NAME
 from .submission import NO_INPUT, new_runs, submitted_input
 
@@ -34,7 +34,8 @@ Out = TypeVar("Out")
 class Client:
     """Submit into and read from a store that a supervisor (maybe in another process) serves.
 
-    - `store`: the path of the SQLite file a supervisor serves (or a `Store`). It is made
+    - `store`: the path of the SQLite file a supervisor serves, a PostgreSQL URL
+      ("postgresql://...", see `actors.stores.postgres`), or a `Store`. A path is made
       absolute here, so a later `os.chdir` changes nothing. A path where no file exists is
       refused with a StoreError (a typo, or a relative path from another directory, would
       otherwise make a new empty store that no supervisor serves): a supervisor creates its
@@ -57,7 +58,7 @@ class Client:
                  *, create: bool = False) -> None:
         if isinstance(store, str) and store == ":memory:":
             raise ValueError("a Client needs a store shared with a supervisor: a path, not ':memory:'")
-        if isinstance(store, str | os.PathLike):
+        if isinstance(store, str | os.PathLike) and not is_postgres_url(store):
             store = os.path.abspath(store)  # now: a later os.chdir changes nothing
             if not create and not os.path.exists(store):
                 raise StoreError(f"store {store} does not exist: a Supervisor creates its store when it first "
@@ -85,7 +86,30 @@ class Client:
 
         The input is positional or, when there is none, given as keyword fields, by the rule of
         `Supervisor.submit` (the options keep their names; for a bare job name not in `jobs`
-        the fields are stored as given)."""
+        the fields are stored as given).
+
+        Args:
+            job: the `Job`, or a job's name (one in `jobs`, or one only the serving
+                supervisor knows).
+            input: the input, positional: a value of the job's input type or a dict.
+            priority: overrides the job's priority (default None: the job's, 0 for a job not in
+                `jobs`); higher runs first.
+            timeout: overrides the job's timeout for this run (a duration: seconds, "30s",
+                "5m", "1d"...; default None: the job's).
+            delay: hold the run this long (a duration) before it may start (default None).
+            at: hold the run until this datetime (default None).
+            key: an idempotency key (default None).
+            rerun: "failed" (with `key`): rerun the key's run that ended failed, timed out or
+                cancelled; default None ("never"): hand back the key's run whatever its status.
+            fields: the input's fields as keywords, when `input` is not given.
+
+        Returns:
+            A `Handle` on the stored run.
+
+        Raises:
+            pydantic.ValidationError: the input does not validate (a job known here).
+            TypeError: an input and keyword fields at once, or a field named as an option.
+        """
         if input is NO_INPUT or fields:
             known = self.jobs.get(job) if isinstance(job, str) else job if isinstance(job, Job) else None
             input = submitted_input(known, input, fields,
@@ -105,7 +129,26 @@ class Client:
     def submit_many(self, job: Job[Any, Out] | str, inputs: Iterable[Any], *, priority: int | None = None,
                     timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
                     keys: list[str] | None = None, rerun: str | None = None) -> list[Handle[Out]]:
-        """Like submit, for a batch stored in one transaction (all or nothing)."""
+        """Like `submit`, for a batch stored in one transaction (all or nothing).
+
+        Args:
+            job: the `Job`, or a job's name (one in `jobs`, or one only the serving
+                supervisor knows).
+            inputs: the inputs, each as `submit` takes one (a value or a dict).
+            priority: overrides the job's priority for every run (default None: the job's).
+            timeout: overrides the job's timeout (a duration; default None: the job's).
+            delay: hold every run this long (a duration) before it may start.
+            at: hold every run until this datetime.
+            keys: one idempotency key per input (default None), as `submit`'s `key`.
+            rerun: as in `submit`: "failed" reruns the key's run that ended without success.
+
+        Returns:
+            One `Handle` per input, in order.
+
+        Raises:
+            JobNotFound: `job` is neither a `Job` nor a name.
+            pydantic.ValidationError: an input of a job known here does not validate.
+        """
         if isinstance(job, str):
             known: Job[Any, Out] | None = self.jobs.get(job)
         elif isinstance(job, Job):
@@ -122,11 +165,11 @@ class Client:
     # -- the RunOwner protocol (what its handles call) --------------------------------------------
 
     def get(self, run_id: int, attempts: bool = False) -> RunRecord | None:
-        """The run as stored now, or None."""
+        """The run `run_id` as stored now (with its attempt log if `attempts`), or None."""
         return self.store.get(run_id, attempts=attempts)
 
     def wait_for(self, run_id: int, timeout: float) -> bool:
-        """Poll the store until the run has ended or `timeout` seconds pass; whether it ended
+        """Poll the store until the run `run_id` has ended or `timeout` seconds pass; whether it ended
         (False at once for a run that does not exist)."""
         deadline = time.monotonic() + timeout
         pause = FIRST_PAUSE
@@ -141,7 +184,7 @@ class Client:
             pause = min(pause * 2, MAX_PAUSE)
 
     def cancel(self, run_id: int) -> bool:
-        """Cancel a queued, delayed or retrying run; whether it was. A running run cannot be
+        """Cancel the run `run_id` if queued, delayed or retrying; whether it was. A running run cannot be
         cancelled from here (only its supervisor can reach its worker): False."""
         return self.store.cancel_queued(run_id, time.time())
 
@@ -158,7 +201,7 @@ class Client:
     @overload
     def handle(self, run_id: int, job: Job[Any, Out]) -> Handle[Out]: ...
     def handle(self, run_id: int, job: Job[Any, Out] | None = None) -> Handle[Out]:
-        """A handle on an existing run (RunNotFound if there is none, when `job` is not given).
+        """A handle on the existing run `run_id` (RunNotFound if there is none, when `job` is not given).
         Its `result()` returns the job's output model when the job is given here or was given
         in `jobs=`, else plain JSON data."""
         if job is None:
@@ -166,18 +209,21 @@ class Client:
         return Handle(self, run_id, job)
 
     def run(self, run_id: int, attempts: bool = True) -> RunRecord:
-        """The stored run with its attempt log; RunNotFound if there is none."""
+        """The stored run `run_id`, with its attempt log unless `attempts=False`; RunNotFound if
+        there is none."""
         return read_run(self, run_id, attempts)
 
     def runs(self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50,
              offset: int = 0, since: float | None = None) -> list[RunRecord]:
-        """Runs newest first, filtered by status, job and `since` (epoch seconds: created then or later)."""
+        """Runs newest first, filtered by `status` (a `RunStatus` or its name), `job` (a name) and
+        `since` (epoch seconds: created then or later); at most `limit` (default 50) after
+        skipping the `offset` newest (default 0)."""
         return self.store.runs(status=status, job=job, limit=limit, offset=offset, since=since)
 
     # -- operating: retry and purge -----------------------------------------------------------------
 
     def retry(self, run_id: int) -> Handle[Any]:
-        """Run again a run that ended failed, timed_out or cancelled: a new queued run of the same
+        """Run again the run `run_id` that ended failed, timed_out or cancelled: a new queued run of the same
         job and input (priority and timeout kept), whose `rerun_of` names the old one; the old
         run keeps its history. A run under an idempotency key passes the key to the new run (as
         `submit(..., rerun="failed")` does). The attempt limit and version are the serving
@@ -196,6 +242,25 @@ class Client:
         ((new_id, _),) = self.store.insert([row], time.time())
         return Handle(self, new_id, known)
 
+    def run_now(self, job: Job[Any, Out] | str) -> Handle[Out]:
+        """Trigger the cron job `job` now, outside its schedule: a run with its default input,
+        recorded as such (its key is `run-now:<epoch seconds>`), which the serving supervisor
+        runs as it runs its ticks. The job is found in `jobs`, else among those a supervisor
+        recorded in the store (`Store.jobs`). JobNotFound for a job known nowhere; a ValueError
+        for one without a cron schedule."""
+        name = job if isinstance(job, str) else job.name
+        known = self.jobs.get(name)
+        if known is not None:
+            cron = known.cron
+        else:
+            recorded = {info.name: info for info in self.store.jobs()}.get(name)
+            if recorded is None:
+                raise JobNotFound(f"job {name!r} is not known here nor recorded in the store by a supervisor")
+            cron = recorded.cron
+        if not cron:
+            raise ValueError(f"job {name!r} has no cron schedule: submit it instead")
+        return self.submit(known if known is not None else name, {}, key=f"run-now:{time.time():.3f}")
+
     def purge(self, older_than: Duration, status: RunStatus | str | Iterable[RunStatus | str] | None = None,
               *, batch: int = 500) -> int:
         """Delete runs that ended more than `older_than` ago ("7d", "12h", seconds) with their attempts and steps; `status` limits it to those statuses (default:
@@ -213,6 +278,7 @@ class Client:
         return self.store.purge(time.time() - seconds, statuses, batch)
 
     def close(self) -> None:
+        """Release the store (its connection). `with Client(...) as client:` calls it."""
         self.store.close()
 
     def __enter__(self) -> Client:

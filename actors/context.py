@@ -29,7 +29,21 @@ _log = logging.getLogger("actors.job")
 
 
 class Context:
-    """Given to a job that takes a second parameter. Lives in the worker for one attempt."""
+    """Given to a job that takes a second parameter. Lives in the worker for one attempt.
+
+    The worker makes it; a test of a job function may make one to call it directly.
+
+    Args:
+        run_id: the run's id (also `.run_id`).
+        attempt: the attempt's number, 1 for the first (also `.attempt`).
+        job: the job's name (also `.job`).
+        resource: what the job's `setup` returned in this worker process (default None).
+        steps: the steps stored by earlier attempts, {name: JSON text} (default none).
+        send: where progress, metadata and steps go (the worker's pipe; default: nowhere).
+        is_cancelled: tells whether a run id was cancelled (default: never).
+        max_size: the most bytes of JSON a step value or metadata may take (default 64 MiB,
+            the supervisor's `max_result_size`).
+    """
 
     __slots__ = ("run_id", "attempt", "job", "resource", "_log", "_send", "_steps", "_seen", "_is_cancelled",
                  "_max_size")
@@ -62,7 +76,15 @@ class Context:
 
     def step(self, name: str, fn: Callable[[], T]) -> T:
         """Run `fn` once per run: its JSON result is stored when it returns, and a later attempt
-        gets the stored value (as JSON data) instead of running it again."""
+        gets the stored value (as JSON data) instead of running it again.
+
+        Args:
+            name: the step's name, unique within the run (ValueError if used twice or empty).
+            fn: called with no arguments; its value must be JSON-serializable (TypeError).
+
+        Returns:
+            What `fn` returned, or in a later attempt the stored value as JSON data.
+        """
         if not isinstance(name, str) or not name:
             raise ValueError(f"invalid step name {name!r}: expected a non-empty string")
         if name in self._seen:
@@ -78,8 +100,13 @@ class Context:
         return value
 
     def progress(self, fraction: float | None, message: str | None = None) -> None:
-        """Report progress (0.0 to 1.0) and an optional message; visible in `Handle.status()`
-        and `Supervisor.run()` while the run is running."""
+        """Report progress and an optional message; visible through `Handle.progress()` and
+        `Supervisor.run()` while the run is running.
+
+        Args:
+            fraction: done so far, from 0.0 to 1.0 (ValueError outside), or None for none.
+            message: free text, or None (default).
+        """
         if fraction is not None and not 0.0 <= float(fraction) <= 1.0:
             raise ValueError(f"invalid progress {fraction!r}: expected a fraction between 0 and 1")
         if message is not None:

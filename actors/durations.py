@@ -16,6 +16,17 @@ def parse_duration(value: Duration, *, what: str = "duration") -> float:
     """Seconds as a float from "250ms" / "30s" / "5m" / "2h" / "1d", a number of seconds, or a timedelta.
 
     A malformed or negative value raises ValueError naming it.
+
+    Args:
+        value: "250ms", "30s", "5m", "2h", "1d" (a bare number string is seconds, "1.5" or
+            "1.5h" work too), an int or float of seconds, or a `datetime.timedelta`.
+        what: how the error message names the value (default "duration"), e.g. "timeout".
+
+    Returns:
+        The duration in seconds, finite and non-negative.
+
+    Raises:
+        ValueError: a malformed, negative, infinite or NaN value (or a bool).
     """
     if isinstance(value, bool):
         raise ValueError(f"invalid {what} {value!r}: expected e.g. '250ms', '30s', '5m', '2h' or seconds")

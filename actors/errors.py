@@ -45,7 +45,14 @@ class SoftTimeout(Exception):
 class RunError(ActorsError):
     """Raised by `Handle.result()` when a run ended without a result.
 
-    Carries the run id, the error type name, the message and the remote traceback text.
+    Carries the run id, the error type name, the message and the remote traceback text;
+    `str()` ends with the remote traceback.
+
+    Args:
+        run_id: the run's id (also `.run_id`).
+        error_type: the class name of the error the run ended with (also `.error_type`).
+        message: its message (also `.message`).
+        traceback: the traceback text from the worker, or None (also `.traceback`).
     """
 
     def __init__(

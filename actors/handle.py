@@ -61,6 +61,13 @@ class Handle(Generic[Out]):
 
     `job` parses the output into the job's output type; without it (the job is unknown where the
     handle was made) `result()` returns plain JSON data.
+
+    Made by `submit` and `handle(run_id)` of a `Supervisor` or a `Client`, rarely directly.
+
+    Args:
+        owner: the `Supervisor` or `Client` that reads, waits for and cancels the run.
+        run_id: the run's id in the store (also `.id`).
+        job: the run's `Job`, or None when it is not known here.
     """
 
     __slots__ = ("id", "job", "_owner")
@@ -86,7 +93,8 @@ class Handle(Generic[Out]):
         return f"<Handle {record.summary()}>"
 
     def record(self, attempts: bool = False) -> RunRecord:
-        """The run as stored now (with its attempt log if asked)."""
+        """The run as stored now (with its attempt log if `attempts`); RunNotFound if the store
+        no longer holds it (purged)."""
         return read_run(self._owner, self.id, attempts)
 
     def status(self) -> RunStatus:

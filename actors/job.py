@@ -223,7 +223,37 @@ def _not_json(job_name: str, role: str, kind: Any, inner: Any) -> str:
 
 
 class Job(Generic[In, Out]):
-    """A registered job: the function, its name, models and options. Calling it calls the function."""
+    """A registered job: the function, its name, its input and output types and its options.
+
+    Made by `@job` (see `job` for what each option means, its units and its default); calling
+    it calls the function in this process. Invalid options raise ValueError or TypeError here,
+    when the job is declared, naming the job.
+
+    Args:
+        fn: the function, `(input)` or `(input, ctx)`, plain or `async def`.
+        name: the job's name in the store (default: the function's `__qualname__`).
+        input: the input type (default: the first parameter's annotation).
+        output: the output type (default: the return annotation, `Any` without one).
+        timeout: the wall-clock limit of one attempt (default None: no limit).
+        soft_timeout: when `SoftTimeout` is raised inside the job (default None).
+        retry: a `Retry`, or an int of attempts in all (default None: the supervisor's).
+        priority: higher runs first (default `Priority.NORMAL`, 0).
+        concurrency: the most runs of this job at once (default None: no limit).
+        rate: the most starts per period, "10/s" (default None: no limit).
+        unique: one live run per input, or per the value of a function of it (default False).
+        cron: a cron expression the serving supervisor submits a run at (default None).
+        version: the job's version stored with each run (default 1).
+        min_version: runs stored by an older version are cancelled (default None).
+        setup: called once per worker process; its result is `ctx.resource` (default None).
+        before_run: called with the `Context` before each attempt (default None).
+        after_run: called with the `Context` and the exception or None after each attempt.
+
+    Attributes:
+        input_type: the input type; `input_model` is its older name.
+        output_type: the output type.
+        takes_context: whether the function takes a second parameter, the `Context`.
+        rate_limit: `rate` parsed: (count, period in seconds), or None.
+    """
 
     def __init__(
         self,
@@ -335,24 +365,40 @@ class Job(Generic[In, Out]):
     def __call__(self, *args: Any, **kwargs: Any) -> Out:
         return self.fn(*args, **kwargs)
 
+    def options(self) -> dict[str, Any]:
+        """The job's options as JSON data: what a store records of it (`Store.record_jobs`) and
+        `actors jobs` shows. Durations in seconds; `attempts` from its own retry (None: the
+        supervisor's default); `unique` whether it has one."""
+        return {"timeout": self.timeout, "soft_timeout": self.soft_timeout,
+                "attempts": self.retry.attempts if self.retry else None, "priority": int(self.priority),
+                "concurrency": self.concurrency, "rate": self.rate, "unique": bool(self.unique),
+                "version": self.version, "min_version": self.min_version, "cron": self.cron}
+
     def __repr__(self) -> str:
         return f"<Job {self.name} ({self._input.title}) -> {self._output.title}>"
 
     def validate_input(self, value: Any) -> str:
         """The input as JSON text, validated by the input type (raises pydantic.ValidationError,
         also for a key that a model, dataclass or TypedDict does not know, or a NaN or an infinity
-        anywhere in it). A model instance is taken as valid."""
+        anywhere in it). A model instance is taken as valid.
+
+        Args:
+            value: the input: a value of the input type or what validates as one (a dict).
+        """
         payload = self._input
         if type(value) is not payload.model:
             value = payload.validator.validate_python(value)
         return payload.dump(value, self.name)
 
     def parse_input(self, text: str) -> In:
-        """Stored input JSON back as the input type (what the worker calls the function with)."""
+        """Stored input JSON `text` back as the input type (what the worker calls the function
+        with); raises pydantic.ValidationError when it does not validate."""
         return self._input.validator.validate_json(text)
 
     def unique_key(self, input_json: str) -> str | None:
-        """The key that makes a run unique while live (`unique=`), from its validated input."""
+        """The key that makes a run unique while live (`unique=`), from its validated input JSON
+        `input_json`: None without `unique`, the SHA-256 of the JSON for `unique=True`, else the
+        repr of what the `unique` function returns (ValueError naming the job when it raises)."""
         if self.unique is False:
             return None
         if self.unique is True:
@@ -363,13 +409,14 @@ class Job(Generic[In, Out]):
             raise ValueError(f"job {self.name!r}: its unique= function raised {type(exc).__name__}: {exc}") from exc
 
     def output_json(self, value: Any) -> str:
-        """Validate a returned value against the output type and serialize it (runs in the worker);
-        a NaN or an infinity anywhere in it raises pydantic.ValidationError."""
+        """Validate a returned `value` against the output type and serialize it as JSON text
+        (runs in the worker); a mismatch, or a NaN or an infinity anywhere in it, raises
+        pydantic.ValidationError."""
         payload = self._output
         return payload.dump(payload.validator.validate_python(value), self.name)
 
     def parse_output(self, text: str) -> Out:
-        """The stored JSON output back as the output type (bytes: from base64)."""
+        """The stored JSON output `text` back as the output type (bytes: from base64)."""
         return self._output.validator.validate_json(text)
 
 
@@ -423,7 +470,56 @@ def job(**options: Unpack[JobOptions]) -> JobDecorator: ...
 def job(*, input: Any = ..., output: Any = ...,
         **options: Unpack[JobOptions]) -> Callable[[Callable[..., Any]], Job[Any, Any]]: ...
 def job(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
-    """Declare a job, bare (`@job`) or with options (`@job(timeout="30s", retry=Retry(3))`)."""
+    """Declare a job, bare (`@job`) or with options (`@job(timeout="30s", retry=Retry(3))`).
+
+    The function takes the input (its type from the first parameter's annotation: anything
+    pydantic validates, a model, a dataclass, a TypedDict, `int`, `str`, `bytes`...) and
+    optionally a second parameter, the run's `Context`; it returns the output (its type from the
+    return annotation). An `async def` function works too: each attempt runs the coroutine to
+    its end with `asyncio.run` in the worker. Durations below are seconds (int or float), a
+    `datetime.timedelta`, or a string: "250ms", "30s", "5m", "2h", "1d".
+
+    Args:
+        fn: the function, when used bare (`@job`) or called (`job(fn, ...)`).
+        name: the job's name, what the store and `submit("name")` know it by (default: the
+            function's `__qualname__`). Names are unique within a supervisor.
+        input: the input type, instead of the first parameter's annotation (a lambda).
+        output: the output type, instead of the return annotation (default `Any`).
+        timeout: the wall-clock limit of one attempt; past it the worker is killed and the
+            attempt ends `timed_out` (default None: no limit). A submit can override it.
+        soft_timeout: after this long `SoftTimeout` is raised inside the job, so it can clean
+            up before `timeout` kills it; must be below `timeout` (default None).
+        retry: a `Retry` policy, or an int: that many attempts in all, `Retry(attempts=n)`
+            (default None: the supervisor's `retry=`, which defaults to one attempt).
+        priority: higher runs first; any int, see `Priority` (default `Priority.NORMAL`, 0).
+            A submit can override it.
+        concurrency: the most runs of this job running at once in the pool, an int >= 1
+            (default None: no limit but the workers).
+        rate: the most starts per period: "10/s", "100/m", "5/10s" (default None: no limit).
+        unique: True: while a run of the same input is queued or running, submitting it again
+            returns that run's handle; a function of the input: the same for inputs for which
+            it returns the same value (default False).
+        cron: a cron expression (UTC, croniter's syntax, `"*/5 * * * *"`): the serving
+            supervisor submits a run with input `{}` at each tick, so the input's fields all
+            need defaults (default None).
+        version: an int >= 1 stored with each run (default 1).
+        min_version: a stored run of a version below it is cancelled (`StaleVersion`) rather
+            than run (default None).
+        setup: a function of no arguments called once in each worker process; what it returns
+            is `ctx.resource` for every run there (default None).
+        before_run: called as `before_run(ctx)` in the worker before each attempt; an
+            exception fails the attempt (default None).
+        after_run: called as `after_run(ctx, error)` in the worker after each attempt, with
+            the exception or None; an exception it raises is logged (default None).
+
+    Returns:
+        The `Job`, or, without `fn`, a decorator that makes one.
+
+    Raises:
+        TypeError: for a function or an option of the wrong kind, or an input or output type
+            that cannot travel as JSON (naming the job and the type).
+        ValueError: for a malformed duration, rate or cron expression, or a value out of range.
+    """
     if fn is not None:
         return Job(fn, **options)
     return lambda f: Job(f, **options)

@@ -26,7 +26,29 @@ _STRATEGIES = ("immediate", "fixed", "linear", "exponential")
 
 @dataclass(frozen=True)
 class Retry:
-    """How often and how soon a failed run is tried again. Durations in seconds or "500ms"-style."""
+    """How often and how soon a failed run is tried again. Durations in seconds or "500ms"-style.
+
+    Given to `@job(retry=...)` or `Supervisor(retry=...)`; `compute_backoff` computes each
+    delay. Invalid values raise ValueError here.
+
+    Args:
+        attempts: attempts in all, the first one included, an int >= 1 (default 1: no retry).
+        backoff: "exponential" (default: `base` * 2 ** (n - 1)), "linear" (`base` * n),
+            "fixed" (`base`), "immediate" (0), a list of durations (the n-th delay; the last
+            one repeats), or a function of the failed attempt's number n returning a duration.
+        base: the delay the strategies scale (default 1 s).
+        cap: the longest delay (default "1h"; None: no cap).
+        jitter: spread each delay by +/- this fraction, from 0 to 1 (default 0), before the cap.
+        retry_on: which exceptions are retried: a tuple of classes (default `(Exception,)`)
+            or a predicate of the exception (one that raises means no).
+        on_timeout: whether an attempt that timed out is retried (default True).
+        on_crash: whether an attempt whose worker crashed (a signal, `os._exit`, the memory
+            limit) is retried (default True).
+
+    Attributes:
+        base_s: `base` in seconds.
+        cap_s: `cap` in seconds, or None.
+    """
 
     attempts: int = 1
     backoff: Backoff = "exponential"
@@ -60,7 +82,8 @@ class Retry:
         object.__setattr__(self, "cap_s", cap)
 
     def retries_exception(self, exc: BaseException) -> bool:
-        """Whether an exception raised by the job is worth another attempt."""
+        """Whether `exc`, an exception raised by the job, is worth another attempt (by
+        `retry_on`; a predicate that raises says no)."""
         if callable(self.retry_on) and not isinstance(self.retry_on, tuple):
             try:
                 return bool(self.retry_on(exc))
@@ -73,7 +96,11 @@ NO_RETRY = Retry(attempts=1)
 
 
 def compute_backoff(policy: Retry, attempt: int, rng: random.Random | Any = random) -> float:
-    """Seconds to wait after failed attempt number `attempt` (1-based) before the next one."""
+    """Seconds to wait after failed attempt number `attempt` (1-based) before the next one.
+
+    A pure function of the `policy` (a `Retry`) and the attempt, so it is tested without a
+    clock; `rng` (default: the `random` module; anything with `uniform(a, b)`) draws the jitter.
+    """
     backoff = policy.backoff
     if callable(backoff) and not isinstance(backoff, str | list | tuple):
         delay = parse_duration(backoff(attempt), what="retry backoff result")
@@ -110,6 +137,16 @@ def retry(
     `@retry(attempts=3, backoff="fixed", base="100ms", retry_on=(IOError,))`: the function is
     called again after the backoff while it raises a retryable exception and attempts remain;
     the last exception propagates. `sleep` replaces time.sleep (tests pass a fake).
+
+    Args:
+        attempts: calls in all, the first one included (default 3).
+        backoff: the strategy, as `Retry`'s (default "exponential").
+        base: the delay the strategies scale (default 1 s).
+        cap: the longest delay (default "1h"; None: no cap).
+        jitter: spread each delay by +/- this fraction (default 0).
+        retry_on: exception classes, or a predicate of the exception (default `(Exception,)`).
+        sleep: called with the delay in seconds instead of sleeping (default None:
+            `time.sleep`, or `asyncio.sleep` for an async function).
     """
     import asyncio
     import functools

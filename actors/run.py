@@ -81,6 +81,26 @@ class WorkerInfo(NamedTuple):
     updated_at: float
 
 
+class JobInfo(NamedTuple):
+    """A job as the supervisor that last served the store declared it (`store.jobs()`), written
+    when serving starts, so that readers without the code (the dashboard) can show it.
+
+    Attributes:
+        name: the job's name.
+        version: its version; `min_version` the oldest it runs (None: any).
+        cron: its cron expression, or None.
+        options: its other options as JSON data (`Job.options()`).
+        recorded_at: when a supervisor wrote it (epoch seconds).
+    """
+
+    name: str
+    version: int
+    min_version: int | None
+    cron: str | None
+    options: dict[str, Any]
+    recorded_at: float
+
+
 class SupervisorInfo(NamedTuple):
     """The supervisor that serves (or last served) a store, as it wrote itself there
     (`store.supervisor_info()`). A clean stop sets `stopped_at` and clears the workers; a
@@ -103,6 +123,19 @@ class Attempt:
 
     `started` / `finished` are the times as aware UTC datetimes; `repr()` is one short line,
     `<Attempt 2 failed ValueError 1.2s pid=4242>` (outcome, error type, time taken, worker).
+
+    Attributes:
+        number: the attempt's number, 1 for the first.
+        started_at: when it started (epoch seconds).
+        finished_at: when it ended (epoch seconds); None while it runs.
+        outcome: how it ended, an `Outcome`; None while it runs.
+        error_type: the exception's class name (or "WorkerCrashed", "RunTimedOut"...), if any.
+        message: the error message, if any.
+        traceback: the remote traceback text, if any.
+        worker_pid: the pid of the worker that ran it.
+        exit_code: the worker's exit code, when the worker died.
+        signal: the signal that killed the worker, when one did.
+        peak_rss: the worker's peak resident memory in bytes, when known.
     """
 
     number: int
@@ -145,7 +178,38 @@ class RunRecord:
     A rerun (`submit(..., key=k, rerun="failed")` of a run that ended without success) is a new
     run that takes key `k` over: the earlier run keeps its attempts and steps but no key, and
     the new one names it in `rerun_of`, so the runs a key named form a chain back from its
-    current one."""
+    current one.
+
+    Times are epoch seconds; `created`, `scheduled`, `started` and `finished` give them as
+    aware UTC datetimes.
+
+    Attributes:
+        id: the run's id.
+        job: the job's name.
+        status: a `RunStatus`.
+        input: the input as JSON text.
+        output: the output as JSON text once it succeeded (`result` parses it), else None.
+        priority: higher runs first.
+        attempts: attempts claimed so far.
+        max_attempts: the attempt limit; None when the serving supervisor's policy decides.
+        timeout: seconds: the job's timeout unless the submit gave one; None for a job without
+            one, or a run stored by name by a client that does not know the job.
+        created_at: when it was submitted.
+        scheduled_at: when it may start (after a `delay`, `at`, or a retry's backoff).
+        started_at: when its latest attempt started; None before one.
+        finished_at: when it ended; None while live.
+        error_type: the last error's type name, if any.
+        message: the last error's message, if any.
+        traceback: the last error's remote traceback text, if any.
+        progress: the last fraction the job reported (`Context.progress`), if any.
+        progress_message: the last progress message, if any.
+        metadata: what the job attached with `Context.metadata`.
+        version: the job version it was submitted for (0: by name, not yet adopted).
+        key: its idempotency key; None without one, or once a rerun took it over.
+        rerun_of: the id of the run under the same key that this one reruns.
+        attempt_log: the `Attempt` records, when read with attempts.
+        steps: the stored `Context.step` values, {name: JSON data}, when read with attempts.
+    """
 
     id: int
     job: str

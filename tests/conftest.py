@@ -118,3 +118,42 @@ def no_loop_errors(request: pytest.FixtureRequest):
     if handler.records and request.node.get_closest_marker("loop_errors") is None:
         pytest.fail("a supervisor's loop reported an exception: "
                     + "; ".join(record.getMessage() for record in handler.records), pytrace=False)
+
+
+# -- PostgreSQL: a server from $ACTORS_TEST_POSTGRES (.ci/postgres starts one), a schema per test --
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """The test server's DSN. Unset outside CI: the test skips, loudly; in CI (CI=true) a
+    missing or unreachable server fails the test."""
+    dsn = os.environ.get("ACTORS_TEST_POSTGRES")
+    in_ci = os.environ.get("CI") == "true"
+    if not dsn:
+        why = ("ACTORS_TEST_POSTGRES is not set: no PostgreSQL server for the PostgreSQL store tests "
+               "(start one with `eval \"$(.ci/postgres start)\"`, or run `.ci/postgres run -- pytest ...`)")
+        if in_ci:
+            pytest.fail(why + "; under CI this is a failure", pytrace=False)
+        pytest.skip("SKIPPED LOUDLY: " + why)
+    try:
+        import psycopg
+
+        psycopg.connect(dsn, connect_timeout=5).close()
+    except Exception as exc:
+        pytest.fail(f"the PostgreSQL server at ACTORS_TEST_POSTGRES={dsn} is unreachable: {exc}", pytrace=False)
+    return dsn
+
+
+@pytest.fixture
+def postgres_schema(postgres_dsn: str, request: pytest.FixtureRequest):
+    """A schema name of this test's own on the test server (dropped after the test)."""
+    import re
+    import uuid
+
+    import psycopg
+
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:30]
+    schema = f"t_{name}_{uuid.uuid4().hex[:8]}"
+    yield schema
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

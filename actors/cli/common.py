@@ -20,6 +20,7 @@ from .. import config as configuration
 from ..client import Client
 from ..job import Job
 from ..run import _span
+from ..stores import is_postgres_url
 from ..supervisor.supervisor import Supervisor
 from .errors import CliError
 
@@ -101,6 +102,8 @@ def open_client(store: str | None, app_spec: str | None = None, config_path: str
     app = load_app(app_spec) if app_spec else None
     effective, _, _ = settings({"store": store}, app, config_path)
     jobs = app.jobs if app else []
+    if is_postgres_url(effective["store"].value):  # a PostgreSQL database: the store makes its schema
+        return Client(effective["store"].value, jobs=jobs), app
     path = os.path.abspath(effective["store"].value)
     if not os.path.exists(path):
         raise CliError(f"store {path} does not exist ({effective['store'].source}): start `actors serve APP` on it "

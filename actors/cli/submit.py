@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime
 from typing import Any
 
@@ -120,6 +119,6 @@ def run_now(job: str, app_spec: str | None, store: str | None, config_path: str 
             raise CliError(f"job {job!r} is not in APP {app_spec} (jobs: {', '.join(sorted(client.jobs))})")
         if not found.cron:
             raise CliError(f"job {job!r} has no cron schedule: use `actors submit {job} --app {app_spec}`")
-        handle = client.submit(found, {}, key=f"run-now:{time.time():.3f}")
+        handle = client.run_now(found)
     output.line(f"run {handle.id} of {job} queued now (outside its schedule {found.cron})", as_json=as_json,
                 data={"run": handle.id, "job": job, "key": "run-now"})

@@ -144,11 +144,14 @@ class Dashboard:
     def jobs(self, request: Request) -> Response:
         tally = self.counts.read()
         cron = self.reader.cron()
+        declared = self.reader.declared_jobs()
         table = dict(self.table(tally))
-        names = sorted(set(table) | set(cron))
+        names = sorted(set(table) | set(cron) | set(declared))
         latest = self.reader.latest_per_job(names)
         empty = dict.fromkeys(STATUSES, 0)
-        rows = [{"name": name, "counts": table.get(name, empty), "latest": latest.get(name), "cron": cron.get(name)}
+        now = time.time()
+        rows = [{"name": name, "counts": table.get(name, empty), "latest": latest.get(name), "cron": cron.get(name),
+                 "declared": declared.get(name), "next_fire": _next_fire(declared.get(name), now)}
                 for name in names]
         return self.page(request, "jobs.html", rows=rows, tally=tally)
 
@@ -159,15 +162,26 @@ class Dashboard:
         action = request.path_params["action"]
         if action not in ("cancel", "retry"):
             raise HTTPException(404, f"There is no action {action[:40]!r}: a run can be cancelled or retried.")
-        body = await request.body()
-        if len(body) > 4096:
-            raise HTTPException(400, "This form is too large to be one of the dashboard's.")
-        form = urllib.parse.parse_qs(body.decode("latin-1"))
-        csrf = request.scope.get("state", {}).get("csrf")
-        if not csrf or form.get("csrf", [""])[0] != csrf:
-            raise HTTPException(403, "This form is stale or came from elsewhere (its CSRF token does not match): "
-                                     "reload the page and try again.")
+        await _checked_form(request)
         return await anyio.to_thread.run_sync(self._act, run_id, action)
+
+    async def run_now(self, request: Request) -> Response:
+        """A cron job's run now, outside its schedule, through `Client.run_now`."""
+        name = request.path_params["name"]
+        await _checked_form(request)
+        return await anyio.to_thread.run_sync(self._run_now, name)
+
+    def _run_now(self, name: str) -> Response:
+        if name not in self.reader.declared_jobs():
+            raise HTTPException(404, f"There is no job {name[:80]!r} recorded in this store.")
+        from .. import Client
+
+        try:
+            with Client(self.store) as client:
+                made: Any = client.run_now(name)
+        except (ActorsError, ValueError) as exc:
+            raise HTTPException(409, f"Could not run {name!r} now: {exc}") from exc
+        return RedirectResponse(f"/runs/{made.id}?note=run-now", status_code=303)
 
     def _act(self, run_id: int, action: str) -> Response:
         if self.reader.detail(run_id) is None:
@@ -256,6 +270,30 @@ def _run_id(value: str | None, name: str) -> int | None:
     return int(value)
 
 
+async def _checked_form(request: Request) -> None:
+    """An action's form: small, and carrying this page's CSRF token (403 otherwise)."""
+    body = await request.body()
+    if len(body) > 4096:
+        raise HTTPException(400, "This form is too large to be one of the dashboard's.")
+    form = urllib.parse.parse_qs(body.decode("latin-1"))
+    csrf = request.scope.get("state", {}).get("csrf")
+    if not csrf or form.get("csrf", [""])[0] != csrf:
+        raise HTTPException(403, "This form is stale or came from elsewhere (its CSRF token does not match): "
+                                 "reload the page and try again.")
+
+
+def _next_fire(declared: dict[str, Any] | None, now: float) -> float | None:
+    """When a recorded cron job fires next (epoch seconds), or None."""
+    if not declared or not declared.get("cron"):
+        return None
+    from croniter import croniter
+
+    try:
+        return float(croniter(declared["cron"], now).get_next(float))
+    except (ValueError, KeyError):
+        return None
+
+
 def _path_run_id(request: Request) -> int:
     raw = request.path_params["run_id"]
     if not raw.isdigit() or not 0 < int(raw) < 2**63:
@@ -317,6 +355,7 @@ def create(store: str, token: str | None = None) -> Starlette:
         Route("/runs/{run_id}", page),
         Route("/runs/{run_id}/{action:str}", dash.act, methods=["POST"]),
         Route("/jobs", page),
+        Route("/jobs/{name}/run-now", dash.run_now, methods=["POST"]),
         Route("/events", dash.events),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

@@ -199,6 +199,15 @@ class Reader:
         ).fetchall()
         return [RunRow(*row) for row in rows]
 
+    def declared_jobs(self) -> dict[str, dict[str, Any]]:
+        """The jobs the serving supervisors recorded (schema 4): name -> version, min_version,
+        cron and options. Empty for a store no supervisor of this version served yet."""
+        if not self.has("jobs"):
+            return {}
+        rows = self.db.execute("SELECT name, version, min_version, cron, options, recorded_at FROM jobs").fetchall()
+        return {name: {"version": version, "min_version": low, "cron": cron, "options": json.loads(options),
+                       "recorded_at": at} for name, version, low, cron, options, at in rows}
+
     def cron(self) -> dict[str, float]:
         if not self.has("cron"):
             return {}

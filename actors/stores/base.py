@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from ..run import NewRun, RunRecord, RunStatus, SupervisorInfo, WorkerInfo
+from ..run import JobInfo, NewRun, RunRecord, RunStatus, SupervisorInfo, WorkerInfo
 
-SCHEMA_VERSION = 3  # 2: runs.rerun_of; 3: the supervisor and workers tables (what serves, ~1/s)
+SCHEMA_VERSION = 4  # 2: runs.rerun_of; 3: the supervisor and workers tables (what serves, ~1/s); 4: jobs
 
 
 class Pending(NamedTuple):
@@ -113,7 +113,12 @@ class Changes:
 
 @runtime_checkable
 class Store(Protocol):
-    """Durable runs and attempts. Implementations: MemoryStore, SQLiteStore."""
+    """Durable runs and attempts. Implementations: `MemoryStore`, `SQLiteStore`.
+
+    The contract the supervisor and clients use; its methods are documented here once for
+    every store. Times (`now`, `since`, `older_than`, ticks) are epoch seconds (`time.time()`),
+    and `run_id` is a run's id as `insert` returned it.
+    """
 
     def insert(self, runs: list[NewRun], now: float) -> list[tuple[int, bool]]:
         """Store queued runs in one transaction, durable on return: (id, created) per run, in
@@ -122,16 +127,17 @@ class Store(Protocol):
         key's run has ended (a terminal status) in one of the statuses of the new run's
         `rerun`, the new run is created (created=True; a live run with its `unique_key` still
         wins), the key moves to it from the old run, and it records `rerun_of` = the old run's
-        id. Rows of one batch are taken in order, so a key given twice makes one rerun."""
+        id. Rows of one batch are taken in order, so a key given twice makes one rerun. `now`
+        is the runs' `created_at`."""
         ...
 
     def steps(self, run_id: int) -> dict[str, str]:
-        """The completed steps of a run: {name: JSON value}."""
+        """The completed steps of run `run_id`: {name: JSON value}."""
         ...
 
     def commit(self, changes: Changes, now: float) -> set[int]:
-        """Apply one turn's changes in one transaction; the ids of claims that were lost
-        (the run was cancelled or changed by someone else meanwhile)."""
+        """Apply one turn's `changes` in one transaction, at time `now`; the ids of claims that
+        were lost (the run was cancelled or changed by someone else meanwhile)."""
         ...
 
     def acquire(self) -> None:
@@ -146,7 +152,8 @@ class Store(Protocol):
     def recover(self, now: float) -> int:
         """Runs left `running` by a dead supervisor go back to `queued`, their attempt
         recorded `interrupted`: free, unless the attempt before it was interrupted too (then it
-        is charged, so a run that kills its supervisor every time runs out of attempts); how many."""
+        is charged, so a run that kills its supervisor every time runs out of attempts); how many.
+        `now` is when the interrupted attempts are recorded to have finished."""
         ...
 
     def load_ready(self, after_id: int = 0, limit: int | None = None) -> list[Pending]:
@@ -159,18 +166,20 @@ class Store(Protocol):
         ...
 
     def get(self, run_id: int, attempts: bool = False) -> RunRecord | None:
-        """One run, with its attempt log if asked."""
+        """Run `run_id`, with its attempt log if `attempts`; None if there is no such run."""
         ...
 
     def runs(
         self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50, offset: int = 0,
         since: float | None = None,
     ) -> list[RunRecord]:
-        """Runs newest first, filtered by status, job and creation time (`since`: epoch seconds)."""
+        """Runs newest first, filtered by `status`, `job` and creation time (`since`: epoch
+        seconds, created then or later); at most `limit` (default 50) after skipping `offset`."""
         ...
 
     def cancel_queued(self, run_id: int, now: float) -> bool:
-        """Cancel a run that has not started; whether it was."""
+        """Cancel run `run_id` if it has not started (queued, delayed or retrying), recording
+        `now` as its end; whether it was."""
         ...
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -179,6 +188,15 @@ class Store(Protocol):
 
     def version_counts(self) -> dict[str, dict[int, int]]:
         """{job: {version: count}} of stored runs (0: submitted by name, not yet adopted)."""
+        ...
+
+    def record_jobs(self, jobs: list[JobInfo]) -> None:
+        """Write the jobs a supervisor serves (at each `serve()`), replacing what an earlier one
+        wrote of the same names; other names stay (a store may have served other apps)."""
+        ...
+
+    def jobs(self) -> list[JobInfo]:
+        """The jobs supervisors recorded (`record_jobs`), by name."""
         ...
 
     def workers(self) -> list[WorkerInfo]:
@@ -203,11 +221,13 @@ class Store(Protocol):
         ...
 
     def cron_last(self, job: str) -> float | None:
-        """The last cron tick (epoch seconds) a run was submitted for, if any."""
+        """The last cron tick (epoch seconds) a run of `job` (a name) was submitted for, if any."""
         ...
 
     def set_cron(self, job: str, tick: float) -> None:
         """Remember the last cron tick submitted for a job."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the store (for a file: its connection and the serving lock, if held)."""
+        ...

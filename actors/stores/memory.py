@@ -9,7 +9,16 @@ import copy
 import json
 import threading
 
-from ..run import Attempt, NewRun, Outcome, RunRecord, RunStatus, SupervisorInfo, WorkerInfo
+from ..run import (
+    Attempt,
+    JobInfo,
+    NewRun,
+    Outcome,
+    RunRecord,
+    RunStatus,
+    SupervisorInfo,
+    WorkerInfo,
+)
 from .base import BY_NAME, DUPLICATE, Changes, Pending, interrupted_message, success_as_finish
 
 _PENDING = (RunStatus.QUEUED, RunStatus.RETRYING)
@@ -27,6 +36,7 @@ class MemoryStore:
         self._cron: dict[str, float] = {}
         self._supervisor: SupervisorInfo | None = None
         self._workers: list[WorkerInfo] = []
+        self._jobs: dict[str, JobInfo] = {}
         self._next_id = 1
         self._lock = threading.Lock()
 
@@ -152,7 +162,7 @@ class MemoryStore:
 
     def recover(self, now: float) -> int:
         """Runs left `running` (by a supervisor that stopped without finishing them) go back to
-        the queue with an `interrupted` attempt, as in the SQLite store."""
+        the queue with an `interrupted` attempt ending at `now`, as in the SQLite store."""
         count = 0
         with self._lock:
             for run in self._runs.values():
@@ -234,6 +244,14 @@ class MemoryStore:
                 per_job = result.setdefault(r.job, {})
                 per_job[r.version] = per_job.get(r.version, 0) + 1
         return result
+
+    def record_jobs(self, jobs: list[JobInfo]) -> None:
+        with self._lock:
+            self._jobs.update((info.name, info) for info in jobs)
+
+    def jobs(self) -> list[JobInfo]:
+        with self._lock:
+            return [self._jobs[name] for name in sorted(self._jobs)]
 
     def workers(self) -> list[WorkerInfo]:
         with self._lock:

@@ -31,6 +31,7 @@ from ..errors import StoreError, StoreLocked
 from ..run import (
     TERMINAL,
     Attempt,
+    JobInfo,
     NewRun,
     Outcome,
     RunRecord,
@@ -111,7 +112,19 @@ def _claim(ids: list[int], now: float) -> tuple[str, tuple[Any, ...]]:
 
 class SQLiteStore:
     """A `Store` in one SQLite file. The serving lock is taken by `acquire()` (a supervisor's
-    `serve()`) or at once with `lock=True`, and let go by `release()` or `close()`."""
+    `serve()`) or at once with `lock=True`, and let go by `release()` or `close()`.
+
+    Args:
+        path: the database file, created (with its schema) if it does not exist; the serving
+            lock is the file beside it named `path + ".lock"`.
+        durability: "normal" (WAL with synchronous=NORMAL: a commit survives any process
+            crash) or "full" (synchronous=FULL: also a power loss). Default "normal".
+        lock: take the serving lock now (default False); StoreLocked if a live process holds it.
+
+    Raises:
+        StoreError: the file is not a usable store (corrupt, newer schema, unreadable).
+        ValueError: an unknown `durability`.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, durability: str = "normal", lock: bool = False) -> None:
         if durability not in ("normal", "full"):
@@ -469,6 +482,20 @@ class SQLiteStore:
             for job, version, count in self._db.execute("SELECT job, version, count(*) FROM runs GROUP BY job, version"):
                 result.setdefault(job, {})[version] = count
         return result
+
+    def record_jobs(self, jobs: list[JobInfo]) -> None:
+        with self._write():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO jobs (name, version, min_version, cron, options, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(j.name, j.version, j.min_version, j.cron, _json(j.options), j.recorded_at) for j in jobs])
+
+    def jobs(self) -> list[JobInfo]:
+        with self._mutex:
+            rows = self._db.execute("SELECT name, version, min_version, cron, options, recorded_at FROM jobs "
+                                    "ORDER BY name").fetchall()
+        return [JobInfo(name, version, low, cron, json.loads(options), at) for name, version, low, cron, options, at
+                in rows]
 
     def workers(self) -> list[WorkerInfo]:
         with self._mutex:

@@ -90,6 +90,15 @@ CREATE TABLE IF NOT EXISTS supervisor (
     kills TEXT NOT NULL,  -- JSON, reason: count
     stopped_at REAL
 );
+-- version 4: the jobs the supervisor that last served each name declared (written at each serve())
+CREATE TABLE IF NOT EXISTS jobs (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    min_version INTEGER,
+    cron TEXT,
+    options TEXT NOT NULL,  -- JSON: Job.options()
+    recorded_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS workers (
     slot INTEGER PRIMARY KEY,
     pid INTEGER NOT NULL,

@@ -26,7 +26,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError, SupervisorCrashed
-from ..run import SupervisorInfo, WorkerInfo
+from ..run import JobInfo, SupervisorInfo, WorkerInfo
 from ..stores import Changes
 from .outcomes import signal_name
 from .shutdown import SignalGuard
@@ -397,6 +397,11 @@ class ServeLoop:
             if recovered:
                 log.warning("recovered %d run(s) left running by a supervisor that died; they are queued again",
                             recovered)
+            record = getattr(store, "record_jobs", None)  # for readers without the code (the dashboard)
+            if callable(record):
+                now = time.time()
+                record([JobInfo(j.name, j.version, j.min_version, j.cron, j.options(), now)
+                        for j in self.sup.jobs.values()])
             store.changed()  # the poll looks for what others store from now on
             tracker.clear()
             self._load_page(0)

@@ -52,22 +52,42 @@ Out = TypeVar("Out")
 class Supervisor:
     """Owns the queue, the store and the worker pool. See the module docstring for the parts.
 
-    - `jobs`: the `@job` functions this supervisor may run (names must be unique).
-    - `workers`: worker processes (default: CPU count).
-    - `store`: a path to an SQLite file (default "actors.db"), ":memory:", or a `Store`.
-    - `durability`: "normal" (survives any process crash) or "full" (also power loss).
-    - `retry`: the policy for jobs that set none (default: no retry).
-    - `kill_grace`: seconds between SIGTERM and SIGKILL when a worker is killed (default 2 s).
-    - `grace`: how long a graceful shutdown waits for running runs (default 30 s).
-    - `max_memory`: memory limit of a worker and its descendants ("2GB"; PSS summed over the
-      tree, so shared pages count once), sampled every 250 ms.
-    - `max_runs_per_worker`: replace a worker after this many runs (leak protection).
-    - `poll_interval`: how often runs submitted by other processes are looked for (50 ms).
-    - `max_result_size`: the largest output (JSON bytes) a run may return ("64MB"); a larger
-      one fails that run with `ResultTooLarge`. Pass paths for large images, not pixels.
-    - `metrics_port`: serve Prometheus metrics at http://127.0.0.1:PORT/metrics from this
-      process while it serves (from the first `serve()`; needs `actors[metrics]`); default none.
-    - `metrics_host`: the address the metrics endpoint binds (default "127.0.0.1").
+    Submitting stores runs; only `serve()` (or `run_until_complete()`) starts workers and runs
+    them. Use it as a context manager, or call `close()`, to stop the fork server and release
+    the store. Durations are seconds (int or float), a `datetime.timedelta`, or "250ms", "30s",
+    "5m", "2h", "1d"; sizes are bytes or "512MB", "2GB", "1GiB".
+
+    Args:
+        jobs: the `@job` functions this supervisor may run (names must be unique:
+            `DuplicateJob`).
+        workers: worker processes (default None: the CPU count).
+        store: a path to an SQLite file (default "actors.db", created if missing),
+            ":memory:" (a `MemoryStore`, gone with the process), or a `Store`.
+        durability: "normal" (a commit survives any process crash) or "full" (also a power
+            loss: SQLite's synchronous=FULL). Default "normal".
+        retry: the `Retry` policy of jobs that set none (default None: one attempt, no retry).
+        kill_grace: between SIGTERM and SIGKILL when a worker is killed (default 2 s).
+        grace: how long a graceful shutdown waits for running runs (default 30 s).
+        max_memory: memory limit of a worker and its descendants ("2GB"; PSS summed over the
+            tree, so shared pages count once), sampled every 250 ms (default None: no limit).
+        max_runs_per_worker: replace a worker after this many runs (leak protection; default
+            None: never).
+        poll_interval: how often runs submitted by other processes are looked for
+            (default 50 ms).
+        max_result_size: the largest output (JSON bytes) a run may return (default "64MB"); a
+            larger one fails that run with `ResultTooLarge`. Return paths for large images,
+            not pixels.
+        metrics_port: serve Prometheus metrics at http://127.0.0.1:PORT/metrics from this
+            process while it serves (from the first `serve()`; needs `actors[metrics]`);
+            default None: no endpoint.
+        metrics_host: the address the metrics endpoint binds (default "127.0.0.1").
+
+    Raises:
+        DuplicateJob: two jobs share a name.
+        TypeError: an item of `jobs` is not a `Job`, or a job's model cannot be imported by
+            the workers.
+        ValueError: an option out of range, or a malformed duration or size.
+        StoreError: the store cannot be opened or written.
     """
 
     def __init__(
@@ -167,6 +187,26 @@ class Supervisor:
         `key`) runs again a run under the key that ended failed, timed out or cancelled: a new run
         takes the key over and the old one keeps its history (`rerun_of`); the default, None or
         "never", gives back the key's run whatever its status. A succeeded run is never rerun.
+
+        Args:
+            job: the `Job`, or the name of one given to this supervisor.
+            input: the input, positional: a value of the job's input type or a dict.
+            priority: overrides the job's priority (default None: the job's); higher first.
+            timeout: overrides the job's timeout for this run (a duration: seconds, "30s",
+                "5m", "1d"...; default None: the job's).
+            delay: hold the run this long (a duration) before it may start (default None).
+            at: hold the run until this datetime (default None; not with `delay`).
+            key: an idempotency key (default None).
+            rerun: "failed" or None/"never" (default), as above; needs `key`.
+            fields: the input's fields as keywords, when `input` is not given.
+
+        Returns:
+            A `Handle` on the stored run; its `result()` waits for the output.
+
+        Raises:
+            JobNotFound: `job` is not registered here.
+            pydantic.ValidationError: the input does not validate (nothing is stored).
+            TypeError: an input and keyword fields at once, or a field named as an option.
         """
         if input is NO_INPUT or fields:
             input = submitted_input(self._resolve(job), input, fields,
@@ -186,7 +226,25 @@ class Supervisor:
     def submit_many(self, job: Job[Any, Out] | str, inputs: Iterable[Any], *, priority: int | None = None,
                     timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
                     keys: list[str] | None = None, rerun: str | None = None) -> list[Handle[Out]]:
-        """Like submit, for a batch stored in one transaction (all or nothing)."""
+        """Like `submit`, for a batch stored in one transaction (all or nothing).
+
+        Args:
+            job: the `Job`, or the name of one given to this supervisor.
+            inputs: the inputs, each as `submit` takes one (a value or a dict).
+            priority: overrides the job's priority for every run (default None: the job's).
+            timeout: overrides the job's timeout (a duration; default None: the job's).
+            delay: hold every run this long (a duration) before it may start.
+            at: hold every run until this datetime.
+            keys: one idempotency key per input (default None), as `submit`'s `key`.
+            rerun: as in `submit`: "failed" reruns the key's run that ended without success.
+
+        Returns:
+            One `Handle` per input, in order.
+
+        Raises:
+            JobNotFound: `job` is not registered here.
+            pydantic.ValidationError: an input does not validate (nothing is stored).
+        """
         found = self._resolve(job)
         rows = new_runs(found, inputs, time.time(), default_attempts=self.default_retry.attempts, priority=priority,
                         timeout=timeout, delay=delay, at=at, keys=keys, rerun=rerun)
@@ -241,7 +299,13 @@ class Supervisor:
 
     def shutdown(self, graceful: bool = True, timeout: float | None = None) -> None:
         """Stop serving, from any thread or from the loop. From another thread, waits until
-        `serve()` has returned (or `timeout` seconds)."""
+        `serve()` has returned (or `timeout` seconds; default None: as long as it takes).
+
+        Args:
+            graceful: True (default): running runs may finish within `grace` while queued runs
+                stay queued; False: stop now, running runs are interrupted and queued again.
+            timeout: the most seconds to wait, from another thread, for `serve()` to return.
+        """
         self._serving.request_stop(graceful, timeout)
 
     def close(self) -> None:
@@ -266,7 +330,13 @@ class Supervisor:
 
     def on(self, event: str, callback: Callable[[RunRecord], Any]) -> None:
         """Call `callback(record)` in the supervisor when a run is submitted, started, succeeded,
-        failed, retrying, timed_out or cancelled. A callback that raises is logged, no more."""
+        failed, retrying, timed_out or cancelled. A callback that raises is logged, no more.
+
+        Args:
+            event: one of "submitted", "started", "succeeded", "failed", "retrying",
+                "timed_out", "cancelled" (another is a ValueError).
+            callback: called with the run's `RunRecord` as stored.
+        """
         self._listeners.add(event, callback)
 
     def _emit(self, event: str, run_id: int) -> None:
@@ -282,11 +352,13 @@ class Supervisor:
         return bool(served()) if callable(served) else False
 
     def get(self, run_id: int, attempts: bool = False) -> RunRecord | None:
-        """The run as stored now, or None (what a `Handle` reads)."""
+        """The run `run_id` as stored now (with its attempt log if `attempts`), or None (what a
+        `Handle` reads)."""
         return self.store.get(run_id, attempts=attempts)
 
     def wait_for(self, run_id: int, timeout: float) -> bool:
-        """Block until this supervisor finishes the run, or `timeout` seconds; whether it did."""
+        """Block until this supervisor finishes the run `run_id`, or `timeout` seconds; whether
+        it did."""
         def ended() -> bool:
             if run_id in self._tracker.tickets:  # held here: the loop will notify
                 return False
@@ -296,7 +368,7 @@ class Supervisor:
         return self._waiters.wait(run_id, timeout, ended)
 
     def cancel(self, run_id: int) -> bool:
-        """Cancel a run; whether it was live. A queued, delayed or retrying run is cancelled at
+        """Cancel the run `run_id`; whether it was live. A queued, delayed or retrying run is cancelled at
         once. A running one sees `ctx.cancelled` turn true and is killed after `kill_grace` if
         it has not finished; its attempt is recorded `cancelled`."""
         if self.store.cancel_queued(run_id, time.time()):
@@ -309,15 +381,27 @@ class Supervisor:
         return True
 
     def handle(self, run_id: int) -> Handle[Any]:
+        """A `Handle` on the existing run `run_id` (one submitted earlier, maybe by another
+        process); its `result()` returns the job's output type for a job given to this
+        supervisor. Raises RunNotFound if the store holds no such run."""
         record = self.run(run_id, attempts=False)
         return Handle(self, run_id, self.jobs.get(record.job))
 
     def run(self, run_id: int, attempts: bool = True) -> RunRecord:
-        """The stored run with its attempt log."""
+        """The stored run `run_id`, with its attempt log unless `attempts=False`; RunNotFound if
+        there is none."""
         return read_run(self, run_id, attempts)
 
     def runs(self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50,
              offset: int = 0) -> list[RunRecord]:
+        """Stored runs, newest first, without their attempt logs.
+
+        Args:
+            status: only runs in this `RunStatus` (or its name, "failed"); default None: all.
+            job: only runs of the job of this name; default None: all.
+            limit: at most this many runs (default 50).
+            offset: skip this many of the newest first (default 0), to page.
+        """
         return self.store.runs(status=status, job=job, limit=limit, offset=offset)
 
     def stats(self) -> dict[str, Any]:

@@ -16,7 +16,11 @@ from conftest import run_script
 
 FILL = """
 import sys, time
+from pydantic import BaseModel
 from actors import Supervisor, job, Context
+
+class Nightly(BaseModel):
+    depth: int = 1
 
 @job
 def ok(x: int) -> int:
@@ -38,8 +42,12 @@ def stepper(x: int, ctx: Context) -> int:
     ctx.metadata(pages=3)
     return x
 
+@job(cron="0 3 * * *", timeout="5s", priority=2)
+def nightly(n: Nightly) -> int:
+    return n.depth
+
 if __name__ == "__main__":
-    sup = Supervisor([ok, boom, slow, stepper], workers=2, store=sys.argv[1], kill_grace="200ms")
+    sup = Supervisor([ok, boom, slow, stepper, nightly], workers=2, store=sys.argv[1], kill_grace="200ms")
     sup.submit_many(ok, list(range(30)))
     sup.submit(boom, 1)
     sup.submit(boom, 2)

@@ -206,6 +206,34 @@ def test_jobs_page_lists_every_job(web: TestClient) -> None:
         assert f'data-job="{job}"' in page.text
 
 
+def test_jobs_page_shows_what_the_supervisor_recorded_and_the_next_cron_fire(web: TestClient) -> None:
+    from croniter import croniter
+
+    page = html.unescape(web.get("/jobs").text)
+    row = page[page.index('data-job="nightly"'):]
+    row = row[:row.index("</tr>")]
+    assert "0 3 * * *" in row and "timeout=5.0" in row and "priority=2" in row
+    fire = time.strftime("%Y-%m-%d %H:%M", time.gmtime(croniter("0 3 * * *", time.time()).get_next(float)))
+    assert fire in row, row
+    assert 'class="run-now"' in row
+    ok_row = page[page.index('data-job="ok"'):]
+    assert 'class="run-now"' not in ok_row[:ok_row.index("</tr>")]  # no schedule: no run-now
+
+
+def test_run_now_from_the_jobs_page_queues_a_run_recorded_as_such(store: str) -> None:
+    web = ready(create_app(store))
+    csrf = csrf_of(web.get("/jobs").text)
+    response = web.post("/jobs/nightly/run-now", data={"csrf": csrf}, follow_redirects=False)
+    assert response.status_code == 303
+    new = int(re.fullmatch(r"/runs/(\d+)\?note=run-now", response.headers["location"]).group(1))
+    with sqlite3.connect(store) as db:
+        job, status, key = db.execute("SELECT job, status, key FROM runs WHERE id=?", (new,)).fetchone()
+    assert (job, status) == ("nightly", "queued") and key.startswith("run-now:")
+    assert_clean_error(web.post("/jobs/nightly/run-now", data={}), 403, "CSRF")
+    assert_clean_error(web.post("/jobs/nope/run-now", data={"csrf": csrf}), 404, "no job")
+    assert_clean_error(web.post("/jobs/ok/run-now", data={"csrf": csrf}), 409, "no cron schedule")
+
+
 def test_static_script_is_served_from_the_package(web: TestClient) -> None:
     script = web.get("/static/dashboard.js")
     assert script.status_code == 200 and "EventSource" in script.text

@@ -1,0 +1,688 @@
+"""PostgreSQL store: one queue that several supervisors, on several hosts, serve together.
+
+`PostgresStore("postgresql://...", schema="actors", lease=30.0)`, or `store="postgresql://..."`
+anywhere a store is given (`pip install 'actors[postgres]'`: psycopg 3). The same contract as
+SQLite and memory (`base.py`); what differs is who may serve:
+
+- Serving is not exclusive. `acquire()` (a supervisor's `serve()`) inserts an *incarnation*
+  row; the supervisor's status write (about once a second, `Changes.status`) renews its lease
+  (`incarnations.beat = now()`, the database clock: never a host's). `served()` says whether a
+  live incarnation exists.
+- Claims are one conditional statement (`FOR UPDATE SKIP LOCKED`: two supervisors reaching
+  for one run never wait on each other, one of them loses the claim and drops it) that counts
+  the attempt and writes the owner incarnation. Every finishing write (success, failure,
+  unclaim, step, progress) is fenced by (run id, attempt, still running, owner incarnation): a
+  supervisor whose runs were rescued while it was frozen or cut off cannot overwrite them; its
+  late results are rejected and logged.
+- Rescue: runs `running` under an incarnation that stopped, or whose lease is older than
+  `lease` seconds, go back to the queue with the attempt recorded `interrupted` (charged when
+  the attempt before was interrupted too, as in SQLite), in batches of `rescue_batch`, by
+  whichever supervisor looks first: at start (`recover`) and with every status write while
+  serving. A rescued run gets `rescued_at`; `load_ready(after_id)` also returns the waiting
+  runs rescued since the previous call (with a margin for transactions still committing), so
+  supervisors whose scan pointer is past them pick them up.
+- `changed()` is True at every poll: the poll (`load_ready` past the scan pointer, on a partial
+  index of waiting runs) is cheap, and it is the truth; no LISTEN/NOTIFY hint yet.
+- `unique` and `key` hold across hosts through unique indexes (a live-only partial one for
+  `unique_key`); a cron tick's run carries the key "cron:<tick>", so it runs once.
+- One connection per store, guarded by a lock (the supervisor's loop thread and submitting
+  threads take turns, as with SQLite), opened again after it broke. A store error in a turn
+  stops that supervisor (as with SQLite): its runs are rescued by the others after the lease.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError("the PostgreSQL store needs psycopg 3: pip install 'actors[postgres]'") from exc
+
+from ..errors import StoreError
+from ..run import (
+    TERMINAL,
+    Attempt,
+    JobInfo,
+    NewRun,
+    Outcome,
+    RunRecord,
+    RunStatus,
+    SupervisorInfo,
+    WorkerInfo,
+)
+from .base import DUPLICATE, Changes, Finish, Pending, interrupted_message, success_as_finish
+from .postgres_schema import VERSION, migrate
+
+log = logging.getLogger("actors")
+
+RESCUE_MARGIN = 10.0  # seconds: a rescue committed this long after it began is still seen by load_ready
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_LIVE = "('queued', 'running', 'retrying')"
+_RUN_COLUMNS = (
+    "id, job, status, input, output, priority, attempts, max_attempts, timeout, created_at, scheduled_at, "
+    "started_at, finished_at, error_type, message, traceback, progress, progress_message, metadata, "
+    "version, key, rerun_of"
+)
+# Whether a run's attempt {number} ended interrupted (a primary-key lookup per run).
+_LAST_INTERRUPTED = ("EXISTS (SELECT 1 FROM {s}.attempts AS a WHERE a.run_id = r.id AND a.number = {number} "
+                     "AND a.outcome = 'interrupted')")
+_READY_COLUMNS = ("r.id, r.job, r.input, r.priority, r.attempts, r.free_attempts, r.max_attempts, r.timeout, "
+                  "r.scheduled_at, r.status, r.version, " + _LAST_INTERRUPTED.replace("{number}", "r.attempts"))
+# An incarnation is live while it has not stopped and its lease is younger than %(lease)s seconds.
+_LIVE_INCARNATION = "i.stopped_at IS NULL AND i.beat >= now() - make_interval(secs => %(lease)s)"
+
+# -- the statements, one per intent ({s}: the schema) -------------------------------------------
+
+_INSERT = ("INSERT INTO {s}.runs (job, status, input, priority, max_attempts, timeout, created_at, scheduled_at, "
+           "version, key, unique_key, rerun_of) VALUES (%s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ")
+# a batch without keys: one statement; ids are drawn in the order of the rows
+_INSERT_MANY = (
+    "INSERT INTO {s}.runs (job, status, input, priority, max_attempts, timeout, created_at, scheduled_at, version, "
+    "rerun_of) SELECT b.job, 'queued', b.input, b.priority, b.max_attempts, b.timeout, %s, b.scheduled_at, "
+    "b.version, b.rerun_of FROM unnest(%s::text[], %s::text[], %s::integer[], %s::integer[], "
+    "%s::double precision[], %s::double precision[], %s::integer[], %s::bigint[]) WITH ORDINALITY "
+    "AS b(job, input, priority, max_attempts, timeout, scheduled_at, version, rerun_of, n) ORDER BY b.n RETURNING id"
+)
+_KEYED = "SELECT id, status FROM {s}.runs WHERE job = %s AND key = %s"
+_UNIQUE_LIVE = f"SELECT id FROM {{s}}.runs WHERE job = %s AND unique_key = %s AND status IN {_LIVE}"
+_TAKE_KEY = "UPDATE {s}.runs SET key = NULL WHERE id = %s AND key = %s"
+
+_DUPLICATE_ADOPT = (f"SELECT 1 FROM {{s}}.runs AS o, {{s}}.runs AS r WHERE r.id = %(id)s AND o.job = r.job "
+                    f"AND o.unique_key = %(key)s AND o.status IN {_LIVE} AND o.id <> %(id)s")
+_CANCEL_DUPLICATE = ("UPDATE {s}.runs SET status = 'cancelled', finished_at = %s, error_type = 'DuplicateRun', "
+                     "message = %s WHERE id = %s AND status IN ('queued', 'retrying')")
+_ADOPT = "UPDATE {s}.runs SET version = %s, unique_key = %s WHERE id = %s AND version = 0"
+# The claim: rows in their expected attempt, still waiting, not being claimed by another
+# supervisor at this moment (SKIP LOCKED: that one wins and this claim is lost, without a wait).
+_CLAIM = (
+    "WITH wanted AS (SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS w(id, attempt)), "
+    "claimable AS (SELECT r.id FROM {s}.runs AS r JOIN wanted AS w ON r.id = w.id AND r.attempts = w.attempt - 1 "
+    "WHERE r.status IN ('queued', 'retrying') FOR UPDATE OF r SKIP LOCKED) "
+    "UPDATE {s}.runs AS r SET status = 'running', attempts = r.attempts + 1, started_at = %(now)s, "
+    "owner = %(owner)s FROM claimable AS c WHERE r.id = c.id RETURNING r.id"
+)
+# The fence of every finishing write: the attempt is still running and still ours.
+_FENCE = "r.status = 'running' AND r.owner IS NOT DISTINCT FROM %(owner)s"
+_UNCLAIM = (
+    "UPDATE {s}.runs AS r SET status = 'queued', attempts = r.attempts - 1 "
+    "FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS u(id, attempt) "
+    f"WHERE r.id = u.id AND r.attempts = u.attempt AND {_FENCE}"
+)
+# The hot path's successes of one turn, set-based. A succeeded attempt is the run's last: it is
+# described by the run's own row rather than by a row in `attempts` (as in SQLite).
+_SUCCEED = (
+    "UPDATE {s}.runs AS r SET status = 'succeeded', output = b.output, finished_at = %(now)s, error_type = NULL, "
+    "message = NULL, traceback = NULL, worker_pid = b.pid, peak_rss = b.rss "
+    "FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(outputs)s::text[], %(pids)s::integer[], "
+    "%(rss)s::bigint[]) AS b(id, attempt, output, pid, rss) "
+    f"WHERE r.id = b.id AND r.attempts = b.attempt AND {_FENCE} RETURNING r.id"
+)
+_FINISH = (
+    "UPDATE {s}.runs AS r SET status = %(status)s, output = %(output)s, finished_at = %(finished_at)s, "
+    "error_type = %(error_type)s, message = %(message)s, traceback = %(traceback)s, "
+    "scheduled_at = coalesce(%(retry_at)s, r.scheduled_at), free_attempts = r.free_attempts + %(free)s "
+    f"WHERE r.id = %(id)s AND r.attempts = %(attempt)s AND {_FENCE} RETURNING r.id"
+)
+_ATTEMPT = (
+    "INSERT INTO {s}.attempts (run_id, number, started_at, finished_at, outcome, error_type, message, traceback, "
+    "worker_pid, exit_code, signal, peak_rss) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (run_id, number) DO UPDATE SET started_at = EXCLUDED.started_at, "
+    "finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome, error_type = EXCLUDED.error_type, "
+    "message = EXCLUDED.message, traceback = EXCLUDED.traceback, worker_pid = EXCLUDED.worker_pid, "
+    "exit_code = EXCLUDED.exit_code, signal = EXCLUDED.signal, peak_rss = EXCLUDED.peak_rss"
+)
+_REQUEUE = "UPDATE {s}.runs SET status = 'queued' WHERE id = ANY(%s::bigint[]) AND status = 'retrying'"
+_END = ("UPDATE {s}.runs SET status = %s, finished_at = %s, error_type = %s, message = %s "
+        "WHERE id = %s AND status IN ('queued', 'retrying')")
+# steps and progress of a run go in only while its attempt is ours (steps of a rescued run are
+# the new owner's to write)
+_STEP = ("INSERT INTO {s}.steps (run_id, name, value) SELECT %(id)s, %(name)s, %(value)s "
+         "WHERE EXISTS (SELECT 1 FROM {s}.runs AS r WHERE r.id = %(id)s AND r.owner IS NOT DISTINCT FROM %(owner)s) "
+         "ON CONFLICT (run_id, name) DO UPDATE SET value = EXCLUDED.value")
+_PROGRESS = (
+    "UPDATE {s}.runs AS r SET progress = coalesce(%(fraction)s, r.progress), "
+    "progress_message = coalesce(%(message)s, r.progress_message), "
+    "metadata = CASE WHEN %(metadata)s::text IS NULL THEN r.metadata "
+    "ELSE (coalesce(r.metadata, '{{}}')::jsonb || %(metadata)s::jsonb)::text END "
+    "WHERE r.id = %(id)s AND r.owner IS NOT DISTINCT FROM %(owner)s"
+)
+
+_BEGIN = ("INSERT INTO {s}.incarnations (pid, host, started_at, heartbeat_at) VALUES (%s, %s, %s, %s) "
+          "RETURNING id")
+# The heartbeat, with what the supervisor writes of itself; says whether the lease had lapsed
+# before it (the supervisor was frozen or cut off: its runs may have been rescued).
+_BEAT = (
+    "UPDATE {s}.incarnations AS i SET beat = now(), pid = %(pid)s, host = %(host)s, started_at = %(started_at)s, "
+    "heartbeat_at = %(heartbeat_at)s, workers = %(workers)s, restarts = %(restarts)s, kills = %(kills)s, "
+    "stopped_at = %(stopped_at)s FROM {s}.incarnations AS old WHERE i.id = %(id)s AND old.id = i.id "
+    "RETURNING old.beat < now() - make_interval(secs => %(lease)s)"
+)
+_STOP = "UPDATE {s}.incarnations SET stopped_at = coalesce(stopped_at, %s) WHERE id = %s"
+_CLEAR_WORKERS = "DELETE FROM {s}.workers WHERE incarnation = %s"
+_WORKER = ("INSERT INTO {s}.workers (incarnation, slot, pid, run_id, job, busy_since, rss, started_at, restarts, "
+           "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+# The rescue: running runs whose owner is no live incarnation (stopped, lease lapsed, none),
+# never our own, a batch at a time (SKIP LOCKED: rows another rescuer holds are its to rescue).
+_RESCUE = (
+    "WITH victims AS (SELECT r.id, r.attempts, r.started_at, "
+    + _LAST_INTERRUPTED.replace("{number}", "r.attempts - 1") + " AS again "
+    "FROM {s}.runs AS r WHERE r.status = 'running' AND r.owner IS DISTINCT FROM %(me)s "
+    f"AND NOT EXISTS (SELECT 1 FROM {{s}}.incarnations AS i WHERE i.id = r.owner AND {_LIVE_INCARNATION}) "
+    "ORDER BY r.id LIMIT %(batch)s FOR UPDATE OF r SKIP LOCKED), "
+    "logged AS (INSERT INTO {s}.attempts (run_id, number, started_at, finished_at, outcome, error_type, message) "
+    "SELECT v.id, v.attempts, coalesce(v.started_at, %(now)s), %(now)s, 'interrupted', 'Interrupted', "
+    "CASE WHEN v.again THEN %(again)s ELSE %(first)s END FROM victims AS v "
+    "ON CONFLICT (run_id, number) DO UPDATE SET finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome, "
+    "error_type = EXCLUDED.error_type, message = EXCLUDED.message) "
+    "UPDATE {s}.runs AS r SET status = 'queued', owner = NULL, rescued_at = now(), "
+    "free_attempts = r.free_attempts + CASE WHEN v.again THEN 0 ELSE 1 END "
+    "FROM victims AS v WHERE r.id = v.id RETURNING r.id"
+)
+_SERVED = f"SELECT EXISTS (SELECT 1 FROM {{s}}.incarnations AS i WHERE {_LIVE_INCARNATION})"
+
+_READY_PAGE = (f"SELECT {_READY_COLUMNS} FROM {{s}}.runs AS r WHERE r.status IN ('queued', 'retrying') "
+               "AND r.id > %s ORDER BY r.id LIMIT %s")
+_READY_RESCUED = (f"SELECT {_READY_COLUMNS} FROM {{s}}.runs AS r "
+                  "WHERE r.rescued_at >= coalesce(%s::timestamptz, '-infinity') AND r.id <= %s "
+                  "AND r.status IN ('queued', 'retrying') ORDER BY r.id")
+_CANCEL = ("UPDATE {s}.runs SET status = 'cancelled', finished_at = %s, error_type = 'RunCancelled', "
+           "message = 'cancelled before it started' WHERE id = %s AND status IN ('queued', 'retrying')")
+_PURGE = (
+    "WITH doomed AS (DELETE FROM {s}.runs WHERE id IN (SELECT id FROM {s}.runs WHERE status = ANY(%s::text[]) "
+    "AND finished_at < %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id), "
+    "gone_attempts AS (DELETE FROM {s}.attempts WHERE run_id IN (SELECT id FROM doomed)), "
+    "gone_steps AS (DELETE FROM {s}.steps WHERE run_id IN (SELECT id FROM doomed)) "
+    "SELECT count(*) FROM doomed"
+)
+# cron ticks only move forward, whichever supervisor writes last
+_SET_CRON = ("INSERT INTO {s}.cron (job, last_tick) VALUES (%s, %s) ON CONFLICT (job) DO UPDATE "
+             "SET last_tick = greatest({s}.cron.last_tick, EXCLUDED.last_tick)")
+
+
+def _describe(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "a PostgreSQL database"
+    return (f"postgresql://{parts.get('user', '')}@{parts.get('host', '')}:{parts.get('port', 5432)}/"
+            f"{parts.get('dbname', '')}")
+
+
+class PostgresStore:
+    """A `Store` in a PostgreSQL schema that several supervisors may serve at once.
+
+    - `dsn`: a libpq connection string or URL ("postgresql://user@host:5432/db").
+    - `schema`: the PostgreSQL schema holding the tables ("actors"), created where missing.
+    - `lease`: seconds after its last heartbeat that a supervisor's runs may be rescued by
+      another (30; the heartbeat comes about once a second).
+    - `rescue_batch`: runs rescued per statement (500).
+    """
+
+    def __init__(self, dsn: str, *, schema: str = "actors", lease: float = 30.0, rescue_batch: int = 500) -> None:
+        if not _SCHEMA_NAME.match(schema):
+            raise ValueError(f"invalid schema name {schema!r}: lower-case letters, digits and _ only")
+        if lease <= 0:
+            raise ValueError(f"invalid lease {lease!r}: expected a positive number of seconds")
+        self.dsn = dsn
+        self.schema = schema
+        self.lease = float(lease)
+        self.rescue_batch = rescue_batch
+        self.where = f"{_describe(dsn)} (schema {schema})"
+        self.path = self.where  # what messages and the command name the store by (no password)
+        self._quoted = f'"{schema}"'
+        self._sql: dict[str, str] = {}
+        self._mutex = threading.RLock()
+        self._db: psycopg.Connection[Any] | None = None
+        self._incarnation: int | None = None
+        self._seen_at: Any = None  # the database time of the last load_ready (see `_READY_RESCUED`)
+        self.rejected = 0  # finishing writes refused by the fence (late results of rescued attempts)
+        with self._mutex:
+            db = self._connect()
+            try:
+                migrate(db, schema, self._quoted)
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot use store {self.where}: {exc}") from exc
+
+    # -- connection and transactions ------------------------------------------------------------
+
+    def _q(self, statement: str) -> str:
+        """A statement with the schema filled in (cached)."""
+        text = self._sql.get(statement)
+        if text is None:
+            text = self._sql[statement] = statement.replace("{s}", self._quoted).replace("{{", "{").replace("}}", "}")
+        return text
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        db = self._db
+        if db is not None and not db.closed and not db.broken:
+            return db
+        if db is not None:
+            with contextlib.suppress(Exception):
+                db.close()
+        self._db = None
+        try:
+            db = psycopg.connect(self.dsn, autocommit=True, application_name="actors", connect_timeout=10)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to store {self.where}: {exc}") from exc
+        self._db = db
+        return db
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction under the store's lock; database errors become StoreError."""
+        with self._mutex:
+            db = self._connect()
+            try:
+                with db.transaction():
+                    yield db
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot write store {self.where}: {exc}") from exc
+
+    def _all(self, statement: str, args: Any = None) -> list[Any]:
+        """Rows of one read (autocommit: a statement is its own snapshot)."""
+        with self._mutex:
+            db = self._connect()
+            try:
+                return db.execute(self._q(statement), args).fetchall()
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot read store {self.where}: {exc}") from exc
+
+    # -- serving: incarnations and leases -------------------------------------------------------
+
+    def check_writable(self) -> None:
+        """StoreError now if this role cannot write the runs (a no-row UPDATE, rolled back)."""
+        with self._mutex:
+            db = self._connect()
+            try:
+                with db.transaction(force_rollback=True):
+                    db.execute(self._q("UPDATE {s}.runs SET status = status WHERE id < 0"))
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot use store {self.where}: {exc}") from exc
+
+    def acquire(self) -> None:
+        """Begin an incarnation (a serve session): not exclusive, other supervisors may serve too."""
+        if self._incarnation is None:
+            self._begin()
+
+    def _begin(self) -> None:
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(self._q(_BEGIN), (os.getpid(), socket.gethostname(), now, now)).fetchone()
+        assert row is not None
+        self._incarnation = row[0]
+
+    def release(self) -> None:
+        """End the incarnation: whatever it still held running is rescued by the next look."""
+        with self._mutex:
+            incarnation, self._incarnation = self._incarnation, None
+            if incarnation is not None:
+                with self._tx() as db:
+                    db.execute(self._q(_STOP), (time.time(), incarnation))
+                    db.execute(self._q(_CLEAR_WORKERS), (incarnation,))
+
+    @property
+    def incarnation(self) -> int | None:
+        """The id of this store's serve session, while one is open."""
+        return self._incarnation
+
+    def served(self) -> bool:
+        """Whether some supervisor serves this store: a live incarnation (lease not lapsed)."""
+        return bool(self._all(_SERVED, {"lease": self.lease})[0][0])
+
+    def _rescue(self, db: psycopg.Connection[Any], now: float) -> list[int]:
+        """One batch of the rescue, inside the caller's transaction; the ids queued again."""
+        rows = db.execute(self._q(_RESCUE), {
+            "me": self._incarnation or 0, "lease": self.lease, "batch": self.rescue_batch, "now": now,
+            "again": interrupted_message(True), "first": interrupted_message(False),
+        }).fetchall()
+        return [row[0] for row in rows]
+
+    # -- the Store contract ---------------------------------------------------------------------
+
+    def insert(self, runs: list[NewRun], now: float) -> list[tuple[int, bool]]:
+        if not runs:
+            return []
+        with self._tx() as db:
+            if not any(r.key or r.unique_key for r in runs):
+                if len(runs) == 1:
+                    r = runs[0]
+                    row = db.execute(self._q(_INSERT + "RETURNING id"), (
+                        r.job, r.input, r.priority, r.max_attempts, r.timeout, now, r.scheduled_at or now, r.version,
+                        None, None, r.rerun_of)).fetchone()
+                    assert row is not None
+                    return [(row[0], True)]
+                made = db.execute(self._q(_INSERT_MANY), (
+                    now, [r.job for r in runs], [r.input for r in runs], [r.priority for r in runs],
+                    [r.max_attempts for r in runs], [r.timeout for r in runs],
+                    [r.scheduled_at or now for r in runs], [r.version for r in runs],
+                    [r.rerun_of for r in runs])).fetchall()
+                # ids are drawn in the rows' order, so their order is the rows' order
+                return [(run_id, True) for run_id in sorted(row[0] for row in made)]
+            return [self._insert_one(db, run, now) for run in runs]
+
+    def _insert_one(self, db: psycopg.Connection[Any], run: NewRun, now: float) -> tuple[int, bool]:
+        """A keyed or unique run, inside the batch's transaction. The unique indexes decide
+        between hosts: an insert that meets one (ON CONFLICT DO NOTHING, after the other
+        transaction committed) looks again for the run that holds the key."""
+        for _ in range(10):
+            replaced: int | None = None
+            if run.key is not None:
+                keyed = db.execute(self._q(_KEYED), (run.job, run.key)).fetchone()
+                if keyed is not None:
+                    if not (run.rerun and RunStatus(keyed[1]) in run.rerun & TERMINAL):
+                        return keyed[0], False
+                    replaced = keyed[0]  # a rerun (see `Store.insert`)
+            if run.unique_key is not None:
+                live = db.execute(self._q(_UNIQUE_LIVE), (run.job, run.unique_key)).fetchone()
+                if live is not None:
+                    return live[0], False
+            made: int | None = None
+            with db.transaction():  # a savepoint: a lost race leaves the key where it was
+                if replaced is not None and not db.execute(self._q(_TAKE_KEY), (replaced, run.key)).rowcount:
+                    raise psycopg.Rollback()  # another rerun took the key first: look again
+                row = db.execute(self._q(_INSERT + "ON CONFLICT DO NOTHING RETURNING id"), (
+                    run.job, run.input, run.priority, run.max_attempts, run.timeout, now, run.scheduled_at or now,
+                    run.version, run.key, run.unique_key, replaced if replaced is not None else run.rerun_of,
+                )).fetchone()
+                if row is None:
+                    raise psycopg.Rollback()  # a key or live unique key taken meanwhile: look again
+                made = row[0]
+            if made is not None:
+                return made, True
+        raise StoreError(f"cannot write store {self.where}: the key of a {run.job!r} run kept changing hands")
+
+    def steps(self, run_id: int) -> dict[str, str]:
+        return dict(self._all("SELECT name, value FROM {s}.steps WHERE run_id = %s", (run_id,)))
+
+    def commit(self, changes: Changes, now: float) -> set[int]:
+        lost: set[int] = set()
+        if changes.status is not None and self._incarnation is None:
+            self._begin()  # a status write is a serve session's: give it an incarnation
+        owner = self._incarnation
+        rescued: list[int] = []
+        with self._tx() as db:
+            for run_id, version, unique_key in changes.adopts:
+                self._adopt(db, run_id, version, unique_key, now)
+            if changes.claims:
+                won = db.execute(self._q(_CLAIM), {
+                    "ids": [c[0] for c in changes.claims], "attempts": [c[1] for c in changes.claims],
+                    "now": now, "owner": owner}).fetchall()
+                lost = {c[0] for c in changes.claims} - {row[0] for row in won}
+            if changes.unclaims:
+                db.execute(self._q(_UNCLAIM), {"ids": [u[0] for u in changes.unclaims],
+                                               "attempts": [u[1] for u in changes.unclaims], "owner": owner})
+            if changes.successes:
+                s = changes.successes
+                kept = db.execute(self._q(_SUCCEED), {
+                    "ids": [x[0] for x in s], "attempts": [x[1] for x in s], "outputs": [x[2] for x in s],
+                    "pids": [x[4] for x in s], "rss": [x[5] for x in s], "now": now, "owner": owner}).fetchall()
+                if len(kept) != len(s):
+                    accepted = {row[0] for row in kept}
+                    self._rejected([success_as_finish(x, now) for x in s if x[0] not in accepted])
+            refused = [f for f in changes.finishes if not self._finish(db, f, owner)]
+            self._rejected(refused)
+            if changes.requeues:
+                db.execute(self._q(_REQUEUE), (changes.requeues,))
+            if changes.ends:
+                with db.cursor() as cursor:
+                    cursor.executemany(self._q(_END), [(status, now, kind, message, run_id)
+                                                       for run_id, status, kind, message in changes.ends])
+            if changes.steps:
+                with db.cursor() as cursor:
+                    cursor.executemany(self._q(_STEP), [{"id": run_id, "name": name, "value": value, "owner": owner}
+                                                        for run_id, name, value in changes.steps])
+            if changes.progress:
+                with db.cursor() as cursor:
+                    cursor.executemany(self._q(_PROGRESS), [
+                        {"id": run_id, "fraction": fraction, "message": message, "metadata": metadata, "owner": owner}
+                        for run_id, fraction, message, metadata in changes.progress])
+            if changes.status is not None:
+                rescued = self._beat(db, changes.status, now)
+        if rescued:
+            log.warning("rescued %d run(s) of supervisor(s) whose lease lapsed (%.0f s): queued again, their "
+                        "attempt recorded interrupted", len(rescued), self.lease)
+        return lost
+
+    def _adopt(self, db: psycopg.Connection[Any], run_id: int, version: int, unique_key: str | None,
+               now: float) -> None:
+        """A run submitted by name takes the serving job's version and unique key; one whose
+        key is live already (here, or taken by another host at this moment) is a duplicate."""
+        if unique_key is None or not db.execute(self._q(_DUPLICATE_ADOPT), {"id": run_id, "key": unique_key}).fetchone():
+            try:
+                with db.transaction():
+                    db.execute(self._q(_ADOPT), (version, unique_key, run_id))
+                return
+            except pg_errors.UniqueViolation:
+                pass
+        db.execute(self._q(_CANCEL_DUPLICATE), (now, DUPLICATE, run_id))
+
+    def _finish(self, db: psycopg.Connection[Any], f: Finish, owner: int | None) -> bool:
+        """One fenced ending (the rare path: failures, retries, big outputs); whether it won."""
+        row = db.execute(self._q(_FINISH), {
+            "status": f.status, "output": f.output, "finished_at": None if f.retry_at else f.finished_at,
+            "error_type": f.error_type, "message": f.message, "traceback": f.traceback, "retry_at": f.retry_at,
+            "free": 0 if f.charged else 1, "id": f.run_id, "attempt": f.attempt, "owner": owner}).fetchone()
+        if row is None:
+            return False
+        db.execute(self._q(_ATTEMPT), (f.run_id, f.attempt, f.started_at, f.finished_at, f.outcome, f.error_type,
+                                       f.message, f.traceback, f.worker_pid, f.exit_code, f.signal, f.peak_rss))
+        return True
+
+    def _rejected(self, finishes: list[Finish]) -> None:
+        """Finishing writes the fence refused. With no incarnation (nothing serves here), a
+        refusal is the ordinary lost race with a timeout or a cancel; while serving, a result
+        for an attempt that was rescued from us is logged."""
+        if not finishes:
+            return
+        self.rejected += len(finishes)
+        if self._incarnation is not None:
+            log.warning("rejected %d late result(s) (runs %s): their attempts are no longer this supervisor's "
+                        "(ended meanwhile, or rescued by another supervisor after this one's lease lapsed)",
+                        len(finishes), ", ".join(str(f.run_id) for f in finishes[:10]))
+
+    def _beat(self, db: psycopg.Connection[Any], status: tuple[SupervisorInfo, list[WorkerInfo]],
+              now: float) -> list[int]:
+        """Renew the lease, write the supervisor's state and its workers, then rescue a batch."""
+        info, workers = status
+        incarnation = self._incarnation
+        row = db.execute(self._q(_BEAT), {
+            "pid": info.pid, "host": info.host, "started_at": info.started_at, "heartbeat_at": info.heartbeat_at,
+            "workers": info.workers, "restarts": info.restarts, "kills": json.dumps(info.kills),
+            "stopped_at": info.stopped_at, "id": incarnation, "lease": self.lease}).fetchone()
+        if row is not None and row[0]:
+            log.warning("this supervisor's lease had lapsed (no heartbeat for over %.0f s: frozen or cut off); "
+                        "other supervisors may have rescued its runs, whose late results will be rejected",
+                        self.lease)
+        db.execute(self._q(_CLEAR_WORKERS), (incarnation,))
+        if workers:
+            with db.cursor() as cursor:
+                cursor.executemany(self._q(_WORKER), [(incarnation, *w) for w in workers])
+        if info.stopped_at is not None:
+            return []
+        return self._rescue(db, now)
+
+    def recover(self, now: float) -> int:
+        """Rescue every run whose owner is no live incarnation (see the module docstring)."""
+        total = 0
+        while True:
+            with self._tx() as db:
+                rescued = self._rescue(db, now)
+            total += len(rescued)
+            if len(rescued) < self.rescue_batch:
+                return total
+
+    def load_ready(self, after_id: int = 0, limit: int | None = None) -> list[Pending]:
+        """Waiting runs past `after_id` in id order (at most `limit`), after the waiting runs at
+        or below it that were rescued since the previous call (see the module docstring)."""
+        with self._tx() as db:
+            seen = db.execute("SELECT now()").fetchone()
+            rescued: list[Any] = []
+            if after_id > 0:  # with no call before: every rescued run still waiting
+                since = None if self._seen_at is None else self._seen_at - _seconds(RESCUE_MARGIN)
+                rescued = db.execute(self._q(_READY_RESCUED), (since, after_id)).fetchall()
+            page = db.execute(self._q(_READY_PAGE), (after_id, limit)).fetchall()
+        assert seen is not None
+        self._seen_at = seen[0]
+        return [Pending(*row) for row in rescued + page]
+
+    def changed(self) -> bool:
+        """Always True: the poll (load_ready past the scan pointer) is cheap and is the truth."""
+        return True
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def get(self, run_id: int, attempts: bool = False) -> RunRecord | None:
+        with self._mutex:
+            rows = self._all(f"SELECT {_RUN_COLUMNS}, worker_pid, peak_rss FROM {{s}}.runs WHERE id = %s", (run_id,))
+            if not rows:
+                return None
+            record = _record(rows[0][:-2])
+            if attempts:
+                log_rows = self._all("SELECT number, started_at, finished_at, outcome, error_type, message, traceback, "
+                                     "worker_pid, exit_code, signal, peak_rss FROM {s}.attempts WHERE run_id = %s "
+                                     "ORDER BY number", (run_id,))
+                record.attempt_log = [Attempt(a[0], a[1], a[2], Outcome(a[3]) if a[3] else None, *a[4:])
+                                      for a in log_rows]
+                if record.status is RunStatus.SUCCEEDED and (not log_rows or log_rows[-1][0] != record.attempts):
+                    pid, rss = rows[0][-2:]
+                    record.attempt_log.append(Attempt(record.attempts, record.started_at or 0.0, record.finished_at,
+                                                      Outcome.SUCCEEDED, worker_pid=pid, peak_rss=rss))
+                record.steps = {name: json.loads(value) for name, value in
+                                self._all("SELECT name, value FROM {s}.steps WHERE run_id = %s", (run_id,))}
+        return record
+
+    def runs(
+        self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50, offset: int = 0,
+        since: float | None = None,
+    ) -> list[RunRecord]:
+        where: list[str] = []
+        args: list[Any] = []
+        if since is not None:
+            where.append("created_at >= %s")
+            args.append(since)
+        if status is not None:
+            where.append("status = %s")
+            args.append(str(RunStatus(status)))
+        if job is not None:
+            where.append("job = %s")
+            args.append(job)
+        sql = f"SELECT {_RUN_COLUMNS} FROM {{s}}.runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT %s OFFSET %s"
+        return [_record(row) for row in self._all(sql, (*args, limit, offset))]
+
+    def cancel_queued(self, run_id: int, now: float) -> bool:
+        with self._tx() as db:
+            return db.execute(self._q(_CANCEL), (now, run_id)).rowcount == 1
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = {}
+        for job, status, count in self._all("SELECT job, status, count(*) FROM {s}.runs GROUP BY job, status"):
+            result.setdefault(job, {})[status] = count
+        return result
+
+    def version_counts(self) -> dict[str, dict[int, int]]:
+        """{job: {version: stored runs}} (`actors jobs`)."""
+        result: dict[str, dict[int, int]] = {}
+        for job, version, count in self._all("SELECT job, version, count(*) FROM {s}.runs GROUP BY job, version"):
+            result.setdefault(job, {})[version] = count
+        return result
+
+    def workers(self) -> list[WorkerInfo]:
+        """The workers of every live supervisor, by incarnation and slot."""
+        rows = self._all(
+            "SELECT w.slot, w.pid, w.run_id, w.job, w.busy_since, w.rss, w.started_at, w.restarts, w.updated_at "
+            f"FROM {{s}}.workers AS w JOIN {{s}}.incarnations AS i ON i.id = w.incarnation WHERE {_LIVE_INCARNATION} "
+            "ORDER BY w.incarnation, w.slot", {"lease": self.lease})
+        return [WorkerInfo(*row) for row in rows]
+
+    def supervisor_info(self) -> SupervisorInfo | None:
+        """A live supervisor if one serves (the latest to beat), else the last that served."""
+        rows = self._all(
+            "SELECT pid, host, started_at, heartbeat_at, workers, restarts, kills, stopped_at FROM {s}.incarnations "
+            f"AS i ORDER BY ({_LIVE_INCARNATION}) DESC, i.beat DESC LIMIT 1", {"lease": self.lease})
+        if not rows:
+            return None
+        row = rows[0]
+        return SupervisorInfo(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), row[7])
+
+    def finished_runs(self, since: float) -> list[tuple[str, str, float | None, float]]:
+        """(job, status, started_at, finished_at) of the runs that ended since `since` (a scan)."""
+        return [tuple(row) for row in self._all(
+            "SELECT job, status, started_at, finished_at FROM {s}.runs WHERE finished_at >= %s "
+            "AND status IN ('succeeded', 'failed', 'timed_out', 'cancelled')", (since,))]
+
+    def purge(self, older_than: float, statuses: frozenset[str], batch: int = 500) -> int:
+        wanted = sorted(str(RunStatus(s)) for s in statuses if RunStatus(s).is_terminal)
+        if not wanted:
+            return 0
+        total = 0
+        while True:
+            with self._tx() as db:  # one short transaction per batch
+                row = db.execute(self._q(_PURGE), (wanted, older_than, batch)).fetchone()
+            count = row[0] if row else 0
+            total += count
+            if count < batch:
+                return total
+
+    def cron_last(self, job: str) -> float | None:
+        rows = self._all("SELECT last_tick FROM {s}.cron WHERE job = %s", (job,))
+        return rows[0][0] if rows else None
+
+    def record_jobs(self, jobs: list[JobInfo]) -> None:
+        with self._tx() as db:
+            for j in jobs:
+                db.execute(self._q(
+                    "INSERT INTO {s}.jobs (name, version, min_version, cron, options, recorded_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version, "
+                    "min_version = EXCLUDED.min_version, cron = EXCLUDED.cron, options = EXCLUDED.options, "
+                    "recorded_at = EXCLUDED.recorded_at"),
+                    (j.name, j.version, j.min_version, j.cron, json.dumps(j.options), j.recorded_at))
+
+    def jobs(self) -> list[JobInfo]:
+        rows = self._all("SELECT name, version, min_version, cron, options, recorded_at FROM {s}.jobs ORDER BY name")
+        return [JobInfo(name, version, low, cron, json.loads(options), at) for name, version, low, cron, options, at
+                in rows]
+
+    def set_cron(self, job: str, tick: float) -> None:
+        with self._tx() as db:
+            db.execute(self._q(_SET_CRON), (job, tick))
+
+    def close(self) -> None:
+        with self._mutex:
+            try:
+                if self._incarnation is not None and self._db is not None and not self._db.broken:
+                    with contextlib.suppress(StoreError):
+                        self.release()
+            finally:
+                self._incarnation = None
+                if self._db is not None:
+                    self._db.close()
+                    self._db = None
+
+
+def _seconds(value: float) -> Any:
+    import datetime
+
+    return datetime.timedelta(seconds=value)
+
+
+def _record(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(row[0], row[1], RunStatus(row[2]), *row[3:18], json.loads(row[18]) if row[18] else {},  # type: ignore[call-arg]
+                     *row[19:])
+
+
+__all__ = ["VERSION", "PostgresStore"]
