@@ -57,7 +57,7 @@ def close_all_but(keep: set[int]) -> None:
 
 def serve_forks(sock: socket.socket, alive_fd: int, setup: Any, max_result_size: int) -> None:
     """The server's loop: fork a worker per request, report exits; never returns."""
-    from .main import become_subreaper, worker_main
+    from .main import become_subreaper, worker_main  # here: the supervisor imports this module too
 
     set_name(SERVER_NAME)
     become_subreaper()
@@ -103,13 +103,9 @@ def serve_forks(sock: socket.socket, alive_fd: int, setup: Any, max_result_size:
 
 
 def _reap(statuses: dict[int, int]) -> None:
-    while True:
-        try:
-            pid, wait_status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    from .main import reaped
+
+    for pid, wait_status in reaped():
         status = statuses.pop(pid, None)
         if status is None:
             continue  # an adopted descendant of a killed worker

@@ -27,6 +27,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from ..protocol import (
@@ -101,15 +102,22 @@ def _watch_supervisor(alive_fd: int) -> None:
     os._exit(1)
 
 
-def _reap_orphans() -> None:
-    """Collect adopted descendants that exited (we are their subreaper)."""
+def reaped() -> Iterator[tuple[int, int]]:
+    """(pid, wait status) of each child that has exited, collected now without blocking."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        yield pid, status
+
+
+def _reap_orphans() -> None:
+    """Collect adopted descendants that exited (we are their subreaper)."""
+    for _ in reaped():
+        pass
 
 
 class Inbox:
