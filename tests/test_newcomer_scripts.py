@@ -243,8 +243,6 @@ def test_a_model_at_the_top_level_with_its_job_under_the_guard_runs(tmp_path: Pa
     assert "results [0, 2, 4]" in done.stdout
 
 
-@pytest.mark.xfail(reason="python -m pkg: the check does not fire since the switch to hatchling "
-                          "(editable .pth install); not yet understood (see the stop note)", strict=False)
 def test_a_model_in_a_packages_main_run_with_dash_m_is_refused(tmp_path: Path) -> None:
     """`python -m pkg` runs pkg/__main__.py, which workers never import again (multiprocess
     skips it): every run would fail with "Can't get attribute 'In' on <module '__main__'>"."""

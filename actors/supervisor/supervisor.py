@@ -38,6 +38,8 @@ from .scripts import (
     main_classes,
     misplaced,
     misplaced_message,
+    package_main,
+    package_main_message,
     reimported,
     unguarded,
     unguarded_message,
@@ -422,11 +424,15 @@ class Supervisor:
 def _check_importable(found: Job[Any, Any]) -> None:
     """Workers find a job's models by reference, in their own import of the script (see
     `scripts.py`): an interactive `__main__` (python -c, a REPL, a notebook) cannot be imported
-    again there, and a model defined under the script's `if __name__ == "__main__":` guard or in a
+    again there, nor a package's `__main__.py` run with `python -m pkg` (never imported again), and
+    a model defined under the script's `if __name__ == "__main__":` guard or in a
     function is not defined by that import. Say so now rather than in every run. The models are
     the input and output types, their type arguments and their fields' types, recursively."""
     interactive = getattr(sys.modules.get("__main__"), "__file__", None) is None
+    package = package_main()
     for model in main_classes((found.input_model, found.output_type)):
+        if package is not None:  # a fresh-interpreter fork server would never define it
+            raise TypeError(package_main_message(found.name, model, package))
         if interactive:
             raise TypeError(
                 f"job {found.name!r}: its model {model.__name__} is defined in an interactive __main__, which "
