@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
 import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError, SupervisorCrashed
-from ..run import JobInfo, SupervisorInfo, WorkerInfo
+from ..run import JobInfo
 from ..stores import Changes
 from .outcomes import signal_name
 from .shutdown import SignalGuard
+from .status import INTERVAL as STATUS_INTERVAL
+from .status import StatusBoard
 from .tracker import Tracker, Window
 
 if TYPE_CHECKING:  # the pool, processes and asyncio are imported when serving starts
@@ -47,7 +48,6 @@ MEMORY_SAMPLE = 0.25  # seconds between samples of the workers' memory, with max
 # a limit): a backlog of a million runs costs a page of memory, not a million tickets.
 PAGE = 10_000
 HELD = 100_000
-STATUS_INTERVAL = 1.0  # seconds between writes of the supervisor's and workers' state to the store
 
 
 class Stage(enum.Enum):
@@ -96,10 +96,7 @@ class ServeLoop:
         self._turn_pending = False
         self._inbox: deque[list[Ticket]] = deque()  # tickets submitted from other threads
         self._inbox_armed = False
-        # what `store.workers()` / `store.supervisor_info()` read: written with a turn's commit
-        self._session_started = 0.0
-        self._spawns = [0] * sup.workers  # worker processes started per slot, this session
-        self._spawned_at = [0.0] * sup.workers  # epoch seconds
+        self.board = StatusBoard(sup.workers)  # what `store.workers()` and `supervisor_info()` read
         self.metrics: Any = None  # an `actors.metrics.Metrics` when metrics are served
 
     # -- Effects, for the tracker --------------------------------------------------------------
@@ -253,41 +250,14 @@ class ServeLoop:
 
     def _on_spawn(self, slot: WorkerSlot) -> None:
         self.tracker.windows[slot.index].attach(slot.pid)
-        self._spawns[slot.index] += 1
-        self._spawned_at[slot.index] = time.time()
+        self.board.spawned(slot.index)
         self.wake()
-
-    def _status(self, stopped: bool = False) -> tuple[SupervisorInfo, list[WorkerInfo]]:
-        """The supervisor and its workers now, as the store keeps them (see `Changes.status`)."""
-        now = time.time()
-        restarts = [max(n - 1, 0) for n in self._spawns]
-        workers: list[WorkerInfo] = []
-        if not stopped and self.pool is not None:
-            import psutil
-
-            for slot in self.pool.slots:
-                if slot.exited or not slot.pid:
-                    continue
-                window = self.tracker.windows[slot.index]
-                head = window.inflight[0] if window.inflight and window.ready else None
-                try:
-                    rss: int | None = psutil.Process(slot.pid).memory_info().rss
-                except (psutil.Error, OSError):
-                    rss = None
-                workers.append(WorkerInfo(slot.index, slot.pid, head.id if head else None,
-                                          head.job.name if head else None, head.claimed_at if head else None, rss,
-                                          self._spawned_at[slot.index], restarts[slot.index], now))
-        info = SupervisorInfo(os.getpid(), _hostname(), self._session_started, now, self.sup.workers,
-                              sum(restarts), dict(self.tracker.kills), now if stopped else None)
-        if self.metrics is not None:
-            self.metrics.sampled(info, self.tracker)
-        return info, workers
 
     def _write_status(self) -> None:
         """About once a second: the supervisor's heartbeat and its workers go with the next
         turn's commit (a turn is woken for it when nothing else happens)."""
         try:
-            self.tracker.changes.status = self._status()
+            self.tracker.changes.status = self.board.sample(self.pool, self.tracker, self.metrics)
         except Exception:  # a status line is never worth a crash
             log.exception("could not sample the workers' state")
         self.wake()
@@ -452,8 +422,7 @@ class ServeLoop:
         try:
             self._signals.install(loop, self._on_signal, self._log_status)
             self.tracker.arm()  # delayed or retrying while not serving
-            self._session_started = time.time()
-            self._spawns = [0] * sup.workers
+            self.board.begin()
             self.pool.start()
             self._write_status()
             sup._cron.start()
@@ -468,7 +437,7 @@ class ServeLoop:
             self.pool.close()
             changes = self.tracker.take_changes()
             if self.fatal is None:
-                changes.status = self._status(stopped=True)  # stopped_at set, no workers rows
+                changes.status = self.board.sample(self.pool, self.tracker, self.metrics, stopped=True)
             if changes and self.fatal is None:
                 try:
                     sup.store.commit(changes, time.time())
@@ -583,8 +552,3 @@ class ServeLoop:
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
 
-
-def _hostname() -> str:
-    import socket
-
-    return socket.gethostname()
