@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..run import RunRecord
+from ..run import RunRecord, RunStatus
 
 log = logging.getLogger("actors")
 
@@ -40,6 +40,8 @@ class Listeners:
         record = read(run_id)
         if record is None:
             return
+        if event == "cancelled" and record.status is not RunStatus.CANCELLED:
+            return  # a claim lost to another supervisor (a shared PostgreSQL store): the run is its own
         for callback in callbacks:
             try:
                 callback(record)

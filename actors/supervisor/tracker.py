@@ -224,7 +224,8 @@ class Tracker:
                 effects.emit(status.value, ticket)
 
     def _drop_lost(self, window: Window, batch: list[Ticket], lost: set[int]) -> list[Ticket]:
-        """Claims the store refused (cancelled meanwhile by another process): forget them."""
+        """Claims the store refused (cancelled meanwhile by another process, or claimed by another
+        supervisor of a shared store): forget them; "cancelled" reaches listeners only for the first."""
         kept = []
         for ticket in batch:
             if ticket.id in lost:
