@@ -83,7 +83,8 @@ def build(app: Any, effective: dict[str, configuration.Setting], file: configura
 
 
 @click.command()
-@click.option("--store", "-s", default=None, metavar="PATH", help="The store file.")
+@click.option("--store", "-s", default=None, metavar="PATH",
+              help="The store file, or a PostgreSQL URL (postgresql://...[?schema=NAME]).")
 @click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--token", default=None, envvar="ACTORS_DASHBOARD_TOKEN",
@@ -94,9 +95,13 @@ def dashboard(store: str | None, port: int, host: str, token: str | None, config
     effective, _, _ = settings({"store": store}, None, config_path)
     import os
 
-    path = os.path.abspath(effective["store"].value)
-    if not os.path.exists(path):
-        raise CliError(f"store {path} does not exist: start a supervisor on it first, or check --store")
+    from ..stores import is_postgres_url
+
+    path = effective["store"].value  # a PostgreSQL URL (?schema=NAME, default actors) is passed on as given
+    if not is_postgres_url(path):
+        path = os.path.abspath(path)
+        if not os.path.exists(path):
+            raise CliError(f"store {path} does not exist: start a supervisor on it first, or check --store")
     try:
         import actors.dashboard as board
     except ImportError as exc:

@@ -35,13 +35,18 @@ TOKEN_VARIABLE = "ACTORS_DASHBOARD_TOKEN"
 
 
 def create_app(store: str, token: str | None = None) -> Any:
-    """The dashboard of the SQLite store at `store` as an ASGI app (a Starlette app).
+    """The dashboard of the SQLite store at `store`, or of the PostgreSQL store at the URL
+    `store` ("postgresql://user@host/db?schema=actors": `schema` defaults to "actors"), as an
+    ASGI app (a Starlette app).
 
     `token`: when given, every request must carry it (see `serve`). The store must exist and be
     an actors store (StoreError otherwise); it is only ever opened read-only, except by the
     actions, which go through `actors.Client`. Needs the `dashboard` extra."""
-    if not isinstance(store, str | os.PathLike) or "://" in os.fspath(store):
-        raise ValueError(f"the dashboard reads an SQLite store file: {store!r} is not a path")
+    from ..stores import is_postgres_url
+
+    if not is_postgres_url(store) and (not isinstance(store, str | os.PathLike) or "://" in os.fspath(store)):
+        raise ValueError(f"the dashboard reads an SQLite store file or a PostgreSQL database "
+                         f"(postgresql://...): {store!r} is not a path")
     if token is not None and not token:
         raise ValueError("an empty dashboard token would let anyone in: give a real one or none")
     try:

@@ -35,6 +35,7 @@ from starlette.templating import Jinja2Templates
 
 from ..durations import parse_duration
 from ..errors import ActorsError
+from ..stores import is_postgres_url
 from . import format as fmt
 from .counts import Counts, Tally
 from .guard import Guard
@@ -59,8 +60,15 @@ class Dashboard:
     """The app's state: the store's reader, the ended-run counts and the templates."""
 
     def __init__(self, store: str, token: str | None) -> None:
-        self.store = os.path.abspath(store)
-        self.reader = Reader(self.store)
+        self.reader: Any
+        if is_postgres_url(store):
+            from .pg_queries import PostgresReader  # psycopg only for a PostgreSQL store
+
+            self.reader = PostgresReader(store)
+            self.store = self.reader.path  # its name on the pages: no password
+        else:
+            self.store = os.path.abspath(store)
+            self.reader = Reader(self.store)
         self.counts = Counts(self.reader)
         self.token = token
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
@@ -105,6 +113,7 @@ class Dashboard:
         return self.page(
             request, "overview.html", now=now, table=table, totals=totals, tally=tally,
             supervisor=supervisor, state=_state(supervisor, now), workers=reader.workers(),
+            supervisors=reader.supervisors(),
             next_due=reader.next_due(self.counts.live_ends(500)),
             done_bars=fmt.bars(tally.minutes, ("succeeded",), now),
             fail_bars=fmt.bars(tally.minutes, FAILURES, now),
@@ -174,22 +183,25 @@ class Dashboard:
     def _run_now(self, name: str) -> Response:
         if name not in self.reader.declared_jobs():
             raise HTTPException(404, f"There is no job {name[:80]!r} recorded in this store.")
-        from .. import Client
-
         try:
-            with Client(self.store) as client:
+            with self.client() as client:
                 made: Any = client.run_now(name)
         except (ActorsError, ValueError) as exc:
             raise HTTPException(409, f"Could not run {name!r} now: {exc}") from exc
         return RedirectResponse(f"/runs/{made.id}?note=run-now", status_code=303)
 
+    def client(self) -> Any:
+        """An actors.Client on the store: the actions' path, the `actors` command's."""
+        from .. import Client  # the public path; imported here so reading pages never needs it
+
+        make = getattr(self.reader, "client_store", None)
+        return Client(make() if make is not None else self.store)
+
     def _act(self, run_id: int, action: str) -> Response:
         if self.reader.detail(run_id) is None:
             raise HTTPException(404, f"There is no run {run_id} in this store.")
-        from .. import Client  # the public path; imported here so reading pages never needs it
-
         try:
-            with Client(self.store) as client:
+            with self.client() as client:
                 if action == "cancel":
                     note = "cancelled" if client.cancel(run_id) else "not-cancelled"
                     return RedirectResponse(f"/runs/{run_id}?note={note}", status_code=303)
@@ -241,7 +253,8 @@ def _state(supervisor: dict[str, Any] | None, now: float) -> str:
         return "never served"
     if supervisor["stopped_at"] is not None:
         return "stopped"
-    if now - supervisor["heartbeat_at"] > HEARTBEAT_STALE:
+    age = supervisor.get("age")  # PostgreSQL: since its lease was renewed, by the database clock
+    if (now - supervisor["heartbeat_at"] if age is None else age) > HEARTBEAT_STALE:
         return "silent"
     return "serving"
 
@@ -342,7 +355,8 @@ def create(store: str, token: str | None = None) -> Starlette:
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("dashboard page %s failed", request.url.path)
-        text = "The store could not be read." if isinstance(exc, ActorsError | sqlite3.Error) else "This page failed."
+        store_errors = (ActorsError, sqlite3.Error, *dash.reader.errors)
+        text = "The store could not be read." if isinstance(exc, store_errors) else "This page failed."
         text = f"{text} ({type(exc).__name__}; the dashboard's log has the details)"
         try:
             return dash.page(request, "error.html", 500, title="Error", text=text, offer_token=False)

@@ -27,8 +27,9 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
-from .queries import LIVE, Reader
+from .queries import LIVE
 
 log = logging.getLogger("actors.dashboard")
 
@@ -53,7 +54,7 @@ class Tally:
 
 
 class Counts:
-    def __init__(self, reader: Reader) -> None:
+    def __init__(self, reader: Any) -> None:  # queries.Reader or pg_queries.PostgresReader
         self._reader = reader
         self._lock = threading.Lock()
         self._ended: Counter[tuple[str, str]] = Counter()
@@ -80,25 +81,14 @@ class Counts:
 
     def _build(self) -> None:
         try:
-            db = self._reader.fresh()
-            try:
-                db.execute("BEGIN")  # one snapshot for the reads
-                top = db.execute("SELECT coalesce(max(id), 0) FROM runs").fetchone()[0]
-                ended: Counter[tuple[str, str]] = Counter()
-                minutes: dict[int, Counter[str]] = {}
-                since = int(time.time() // 60) - HOUR
-                for job, status, minute, count in db.execute(
-                    "SELECT job, status, CASE WHEN finished_at >= ?1 * 60 THEN CAST(finished_at / 60 AS INTEGER) END, "
-                    "count(*) FROM runs WHERE finished_at IS NOT NULL AND id <= ?2 GROUP BY 1, 2, 3", (since, top)
-                ):
-                    ended[(job, status)] += count
-                    if minute is not None:
-                        minutes.setdefault(minute, Counter())[status] += count
-                live = {run_id: job for run_id, job in db.execute(
-                    "SELECT id, job FROM runs WHERE finished_at IS NULL AND id <= ? ORDER BY id", (top,))}
-                db.execute("COMMIT")
-            finally:
-                db.close()
+            since = int(time.time() // 60) - HOUR
+            top, rows, live = self._reader.full_count(since)  # one snapshot (a scan)
+            ended: Counter[tuple[str, str]] = Counter()
+            minutes: dict[int, Counter[str]] = {}
+            for job, status, minute, count in rows:
+                ended[(job, status)] += count
+                if minute is not None:
+                    minutes.setdefault(minute, Counter())[status] += count
             with self._lock:
                 self._ended, self._minutes, self._live, self._top = ended, minutes, live, top
                 self._live_jobs = Counter(live.values())

@@ -129,6 +129,26 @@ class Reader:
     def has(self, name: str) -> bool:
         return name in self.tables
 
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)  # what a failed read raises
+
+    def full_count(self, since_minute: int) -> tuple[int, list[tuple[str, str, int | None, int]], dict[int, str]]:
+        """In one snapshot: the highest id, (job, status, epoch minute if in the charts' hour,
+        count) of the ended runs, and {id: job} of the live ones (a scan: counts.py)."""
+        db = self.fresh()
+        try:
+            db.execute("BEGIN")  # one snapshot for the reads
+            top = db.execute("SELECT coalesce(max(id), 0) FROM runs").fetchone()[0]
+            ended = db.execute(
+                "SELECT job, status, CASE WHEN finished_at >= ?1 * 60 THEN CAST(finished_at / 60 AS INTEGER) END, "
+                "count(*) FROM runs WHERE finished_at IS NOT NULL AND id <= ?2 GROUP BY 1, 2, 3", (since_minute, top)
+            ).fetchall()
+            live = {run_id: job for run_id, job in db.execute(
+                "SELECT id, job FROM runs WHERE finished_at IS NULL AND id <= ? ORDER BY id", (top,))}
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        return top, ended, live
+
     # -- overview ---------------------------------------------------------------------------
 
     def new_runs(self, after: int, limit: int) -> tuple[int, list[tuple[int, str]], list[tuple[str, str, int, int]]]:
@@ -182,6 +202,11 @@ class Reader:
         except ValueError:
             info["kills"] = {}
         return info
+
+    def supervisors(self) -> list[dict[str, Any]]:
+        """The supervisors serving (one at most on SQLite: the store's lock)."""
+        info = self.supervisor()
+        return [info] if info is not None and info["stopped_at"] is None else []
 
     def workers(self) -> list[dict[str, Any]]:
         if not self.has("workers"):

@@ -284,7 +284,9 @@ def test_create_app_refuses_what_is_not_a_store(tmp_path: Path) -> None:
         create_app(str(text))
     assert text.read_text() == "not a database " * 20
     with pytest.raises(ValueError, match="not a path"):
-        create_app("postgresql://localhost/runs")
+        create_app("redis://localhost/runs")
+    with pytest.raises(StoreError, match="cannot connect to store"):  # a PostgreSQL store, but no server there
+        create_app("postgresql://127.0.0.1:1/runs?connect_timeout=2")
     with pytest.raises(ValueError, match="empty dashboard token"):
         create_app(str(tmp_path / "missing.db"), token="")
 
