@@ -9,12 +9,15 @@
 """
 
 from .client import Client
-from .context import Context
+from .context import Child, Context
 from .durations import parse_duration
 from .errors import (
     ActorsError,
+    ChildFailed,
     DuplicateJob,
+    DurableLimitExceeded,
     JobNotFound,
+    NondeterministicRun,
     NotServing,
     RunCancelled,
     RunError,
@@ -25,9 +28,11 @@ from .errors import (
     StoreError,
     StoreLocked,
     SupervisorCrashed,
+    WaitTimedOut,
 )
+from .events import event
 from .handle import Handle
-from .job import Job, Priority, job
+from .job import Job, Limit, Priority, job
 from .retry import Retry, compute_backoff, retry
 from .run import Attempt, Outcome, RunRecord, RunStatus
 from .stores import MemoryStore, SQLiteStore, Store
@@ -35,14 +40,15 @@ from .supervisor.supervisor import Supervisor
 
 __all__ = [
     # running jobs
-    "Supervisor", "job", "Job", "Context", "Retry", "retry", "Priority", "Client", "Handle",
+    "Supervisor", "job", "Job", "Context", "Retry", "retry", "Priority", "Limit", "Client", "Handle", "Child", "event",
     # records
     "RunStatus", "Outcome", "RunRecord", "Attempt",
     # stores
     "Store", "SQLiteStore", "MemoryStore",
     # errors
     "ActorsError", "JobNotFound", "DuplicateJob", "NotServing", "StoreError", "StoreLocked", "SupervisorCrashed", "RunNotFound", "RunError",
-    "RunFailed", "RunTimedOut", "RunCancelled", "SoftTimeout",
+    "RunFailed", "RunTimedOut", "RunCancelled", "SoftTimeout", "ChildFailed", "NondeterministicRun", "WaitTimedOut",
+    "DurableLimitExceeded",
     # helpers
     "compute_backoff", "parse_duration",
 ]

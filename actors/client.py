@@ -72,14 +72,17 @@ class Client:
     @overload
     def submit(self, job: Job[In, Out], input: In | dict[str, Any] = ..., /, *, priority: int | None = None,
                timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
-               key: str | None = None, rerun: str | None = None, **fields: Any) -> Handle[Out]: ...
+               key: str | None = None, rerun: str | None = None, metadata: dict[str, Any] | None = None,
+               tenant: str | None = None, **fields: Any) -> Handle[Out]: ...
     @overload
     def submit(self, job: str, input: Any = ..., /, *, priority: int | None = None,
                timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
-               key: str | None = None, rerun: str | None = None, **fields: Any) -> Handle[Any]: ...
+               key: str | None = None, rerun: str | None = None, metadata: dict[str, Any] | None = None,
+               tenant: str | None = None, **fields: Any) -> Handle[Any]: ...
     def submit(self, job: Job[Any, Out] | str, input: Any = NO_INPUT, /, *, priority: int | None = None,
                timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
-               key: str | None = None, rerun: str | None = None, **fields: Any) -> Handle[Out]:
+               key: str | None = None, rerun: str | None = None, metadata: dict[str, Any] | None = None,
+               tenant: str | None = None, **fields: Any) -> Handle[Out]:
         """Store a queued run; durable when this returns. `delay` / `at` hold it until then; `key`
         is an idempotency key (submitting it again returns the stored run's handle), and
         `rerun="failed"` runs again the key's run if it ended without success (see Supervisor.submit).
@@ -101,6 +104,11 @@ class Client:
             key: an idempotency key (default None).
             rerun: "failed" (with `key`): rerun the key's run that ended failed, timed out or
                 cancelled; default None ("never"): hand back the key's run whatever its status.
+                A debounced job (known here) takes `key` as its burst's key (see `job`).
+            metadata: a dict of JSON data stored with the run (`RunRecord.metadata`; TypeError
+                for anything else).
+            tenant: a non-empty str stored with the run (`RunRecord.tenant`, `runs(tenant=...)`,
+                `Limit(n, key="tenant")`; ValueError for anything else).
             fields: the input's fields as keywords, when `input` is not given.
 
         Returns:
@@ -114,21 +122,24 @@ class Client:
             known = self.jobs.get(job) if isinstance(job, str) else job if isinstance(job, Job) else None
             input = submitted_input(known, input, fields,
                                     {"priority": priority, "timeout": timeout, "delay": delay, "at": at, "key": key,
-                                     "rerun": rerun})
+                                     "rerun": rerun, "metadata": metadata, "tenant": tenant})
         return self.submit_many(job, [input], priority=priority, timeout=timeout, delay=delay, at=at,
-                                keys=None if key is None else [key], rerun=rerun)[0]
+                                keys=None if key is None else [key], rerun=rerun, metadata=metadata, tenant=tenant)[0]
 
     @overload
     def submit_many(self, job: Job[In, Out], inputs: Iterable[In | dict[str, Any]], *, priority: int | None = None,
                     timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
-                    keys: list[str] | None = None, rerun: str | None = None) -> list[Handle[Out]]: ...
+                    keys: list[str] | None = None, rerun: str | None = None, metadata: dict[str, Any] | None = None,
+                    tenant: str | None = None) -> list[Handle[Out]]: ...
     @overload
     def submit_many(self, job: str, inputs: Iterable[Any], *, priority: int | None = None,
                     timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
-                    keys: list[str] | None = None, rerun: str | None = None) -> list[Handle[Any]]: ...
+                    keys: list[str] | None = None, rerun: str | None = None, metadata: dict[str, Any] | None = None,
+                    tenant: str | None = None) -> list[Handle[Any]]: ...
     def submit_many(self, job: Job[Any, Out] | str, inputs: Iterable[Any], *, priority: int | None = None,
                     timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
-                    keys: list[str] | None = None, rerun: str | None = None) -> list[Handle[Out]]:
+                    keys: list[str] | None = None, rerun: str | None = None, metadata: dict[str, Any] | None = None,
+                    tenant: str | None = None) -> list[Handle[Out]]:
         """Like `submit`, for a batch stored in one transaction (all or nothing).
 
         Args:
@@ -141,6 +152,8 @@ class Client:
             at: hold every run until this datetime.
             keys: one idempotency key per input (default None), as `submit`'s `key`.
             rerun: as in `submit`: "failed" reruns the key's run that ended without success.
+            metadata: a dict of JSON data stored with every run, as in `submit`.
+            tenant: the tenant of every run, as in `submit`.
 
         Returns:
             One `Handle` per input, in order.
@@ -157,7 +170,7 @@ class Client:
             raise JobNotFound(f"not a job or a job name: {job!r}")
         now = time.time()
         rows = new_runs(known or job, inputs, now, default_attempts=None, priority=priority, timeout=timeout,
-                        delay=delay, at=at, keys=keys, rerun=rerun)
+                        delay=delay, at=at, keys=keys, rerun=rerun, metadata=metadata, tenant=tenant)
         if not rows:
             return []
         return [Handle(self, run_id, known) for run_id, _ in self.store.insert(rows, now)]
@@ -182,6 +195,18 @@ class Client:
                 return False
             time.sleep(min(pause, left))
             pause = min(pause * 2, MAX_PAUSE)
+
+    def emit(self, name: str, payload: Any = None) -> int:
+        """Store an event (durable on return), as `Supervisor.emit`: the serving supervisor wakes
+        the runs waiting for it and starts the runs it triggers when it next polls. Its id.
+
+        Args:
+            name: the event's name.
+            payload: JSON data (TypeError otherwise; default None).
+        """
+        from .events import payload_json
+
+        return self.store.emit(name, payload_json(name, payload), time.time())
 
     def cancel(self, run_id: int) -> bool:
         """Cancel the run `run_id` if queued, delayed or retrying; whether it was. A running run cannot be
@@ -214,11 +239,13 @@ class Client:
         return read_run(self, run_id, attempts)
 
     def runs(self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50,
-             offset: int = 0, since: float | None = None) -> list[RunRecord]:
-        """Runs newest first, filtered by `status` (a `RunStatus` or its name), `job` (a name) and
-        `since` (epoch seconds: created then or later); at most `limit` (default 50) after
-        skipping the `offset` newest (default 0)."""
-        return self.store.runs(status=status, job=job, limit=limit, offset=offset, since=since)
+             offset: int = 0, since: float | None = None, tenant: str | None = None) -> list[RunRecord]:
+        """Runs newest first, filtered by `status` (a `RunStatus` or its name), `job` (a name),
+        `since` (epoch seconds: created then or later) and `tenant` (as given at submit); at most
+        `limit` (default 50) after skipping the `offset` newest (default 0)."""
+        if tenant is None:  # a store without the tenant filter still answers the rest
+            return self.store.runs(status=status, job=job, limit=limit, offset=offset, since=since)
+        return self.store.runs(status=status, job=job, limit=limit, offset=offset, since=since, tenant=tenant)
 
     # -- operating: retry and purge -----------------------------------------------------------------
 

@@ -9,7 +9,10 @@ Duration = str | int | float | timedelta
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
-_RATE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*/\s*(\d*(?:\.\d*)?)\s*(ms|s|m|h|d)\s*$")
+_RATE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(?:/|\s+per\s+)\s*(\d*(?:\.\d*)?)\s*([a-z]+)\s*$")
+# the units a rate's period may be written in, also as words: "2 per second", "100 per 10 minutes"
+_RATE_UNITS = {**_UNITS, "sec": 1.0, "second": 1.0, "seconds": 1.0, "min": 60.0, "minute": 60.0, "minutes": 60.0,
+               "hour": 3600.0, "hours": 3600.0, "day": 86400.0, "days": 86400.0}
 
 
 def parse_duration(value: Duration, *, what: str = "duration") -> float:
@@ -49,11 +52,12 @@ def optional_duration(value: Duration | None, *, what: str = "duration") -> floa
 
 
 def parse_rate(value: str) -> tuple[float, float]:
-    """(count, period in seconds) from "10/s", "100/m", "5/10s"; ValueError naming a malformed one."""
-    match = _RATE.match(value) if isinstance(value, str) else None
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"invalid rate {value!r}: expected e.g. '10/s', '100/m' or '5/10s'")
-    period = float(match.group(2) or 1) * _UNITS[match.group(3)]
+    """(count, period in seconds) from "10/s", "100/m", "5/10s", or in words "2 per second",
+    "100 per minute", "5 per 10 seconds"; ValueError naming a malformed one."""
+    match = _RATE.match(value.lower()) if isinstance(value, str) else None
+    if not match or float(match.group(1)) <= 0 or match.group(3) not in _RATE_UNITS:
+        raise ValueError(f"invalid rate {value!r}: expected e.g. '10/s', '100/m', '5/10s' or '2 per second'")
+    period = float(match.group(2) or 1) * _RATE_UNITS[match.group(3)]
     if period <= 0:
         raise ValueError(f"invalid rate {value!r}: the period must be positive")
     return float(match.group(1)), period

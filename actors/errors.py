@@ -85,3 +85,23 @@ class RunTimedOut(RunError):
 
 class RunCancelled(RunError):
     """Raised when the run was cancelled before it produced a result."""
+
+
+class ChildFailed(RunError):
+    """Raised inside a parent run by `ctx.invoke` / `ctx.wait_for` when a child run ended
+    without a result: `run_id` is the child's, `error_type` and `message` its error (a child
+    that was cancelled or timed out says so in `error_type`)."""
+
+
+class NondeterministicRun(ActorsError):
+    """A replayed run reached a different step, sleep or invoke than the one it recorded at that
+    position: its code or its inputs to those calls changed. The run fails rather than mix
+    results."""
+
+
+class WaitTimedOut(ActorsError, TimeoutError):
+    """`ctx.wait_for(handles, timeout=...)` ran out of time before every child ended."""
+
+
+class DurableLimitExceeded(ActorsError, ValueError):
+    """A run went over a durable limit: steps per run, bytes per step, bytes of all its steps."""

@@ -106,6 +106,11 @@ class Handle(Generic[Out]):
         record = self.record()
         return record.progress, record.progress_message
 
+    def metadata(self) -> dict[str, Any]:
+        """The run's metadata as stored now: what `submit(..., metadata=...)` gave, merged with
+        what the job attached since (`ctx.metadata`)."""
+        return self.record().metadata
+
     def result(self, timeout: float | None = None) -> Out:
         """Wait for the run to end and return its output (validated by the job's output type,
         or plain JSON data when the job is unknown here). Raises RunFailed, RunTimedOut or

@@ -64,6 +64,50 @@ class Priority:
     CRITICAL = 100
 
 
+class Limit:
+    """At most `n` runs of a job running at once per key: `@job(concurrency=Limit(1, key="tenant"))`.
+
+    The key is computed once per run, when the supervisor first considers starting it: runs
+    with different keys never wait for each other, so one key's backlog never holds up another
+    key's runs. A plain int `concurrency=n` is `Limit(n)`: one key for the whole job.
+
+    Args:
+        n: the most runs running at once per key, an int >= 1.
+        key: None (default: the job as a whole), "tenant" (the run's `tenant=` given at submit;
+            runs without one share the key None), or a function of the validated input whose
+            value (hashable, else its repr) is the key. A key function that raises fails that
+            run (`LimitKeyError`), never the supervisor.
+    """
+
+    __slots__ = ("n", "key")
+
+    def __init__(self, n: int, key: str | Callable[[Any], Any] | None = None) -> None:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"invalid Limit {n!r}: expected an int >= 1")
+        if isinstance(key, str) and key != "tenant":
+            raise ValueError(f"invalid Limit key {key!r}: expected \"tenant\" (the run's stored tenant) or a function "
+                             "of the input")
+        if key is not None and not isinstance(key, str) and not callable(key):
+            raise TypeError(f"invalid Limit key {key!r}: expected \"tenant\" or a function of the input")
+        self.n = n
+        self.key = key
+
+    def describe(self) -> str | None:
+        """The key as JSON data shows it: None, "tenant", or the function's name."""
+        if self.key is None or isinstance(self.key, str):
+            return self.key
+        return getattr(self.key, "__qualname__", None) or repr(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Limit) and (self.n, self.key) == (other.n, other.key)
+
+    def __hash__(self) -> int:
+        return hash((self.n, id(self.key)))
+
+    def __repr__(self) -> str:
+        return f"Limit({self.n})" if self.key is None else f"Limit({self.n}, key={self.describe()!r})"
+
+
 def check_cron(expression: str, job_name: str) -> None:
     """A malformed cron expression is a ValueError naming it (croniter parses it)."""
     from croniter import croniter
@@ -215,6 +259,10 @@ class Payload:
         return text
 
 
+def _fn_name(fn: Callable[..., Any] | None) -> str | None:
+    return None if fn is None else getattr(fn, "__qualname__", None) or repr(fn)
+
+
 def _not_json(job_name: str, role: str, kind: Any, inner: Any) -> str:
     holds = "" if inner is None or inner is kind else f" (it holds {type_name(inner)})"
     verb = "return" if role == "output" else "take"
@@ -234,12 +282,18 @@ class Job(Generic[In, Out]):
         name: the job's name in the store (default: the function's `__qualname__`).
         input: the input type (default: the first parameter's annotation).
         output: the output type (default: the return annotation, `Any` without one).
-        timeout: the wall-clock limit of one attempt (default None: no limit).
+        timeout: the wall-clock limit of one attempt, or a function of the input that returns
+            one, computed at submit (default None: no limit).
         soft_timeout: when `SoftTimeout` is raised inside the job (default None).
         retry: a `Retry`, or an int of attempts in all (default None: the supervisor's).
-        priority: higher runs first (default `Priority.NORMAL`, 0).
-        concurrency: the most runs of this job at once (default None: no limit).
+        priority: higher runs first, or a function of the input that returns the priority,
+            computed at submit (default `Priority.NORMAL`, 0).
+        concurrency: the most runs of this job at once, an int or a `Limit` (per key; default
+            None: no limit).
         rate: the most starts per period, "10/s" (default None: no limit).
+        throttle: the same as `rate` (one mechanism), also in words: "2 per second".
+        debounce: a duration: submits with the same `key=` within it become one run, with the
+            last input (default None).
         unique: one live run per input, or per the value of a function of it (default False).
         cron: a cron expression the serving supervisor submits a run at (default None).
         version: the job's version stored with each run (default 1).
@@ -247,12 +301,20 @@ class Job(Generic[In, Out]):
         setup: called once per worker process; its result is `ctx.resource` (default None).
         before_run: called with the `Context` before each attempt (default None).
         after_run: called with the `Context` and the exception or None after each attempt.
+        before_step: called with the `Context` and the step's name before a step runs.
+        after_step: called with the `Context`, the step's name and the exception or None after it.
+        trigger: `event(name, transform=...)`: a run per event `name` (default None).
 
     Attributes:
         input_type: the input type; `input_model` is its older name.
         output_type: the output type.
         takes_context: whether the function takes a second parameter, the `Context`.
         rate_limit: `rate` parsed: (count, period in seconds), or None.
+        concurrency_key: the `Limit` key of `concurrency` (None: per job, "tenant", a function).
+        priority_fn: the function given as `priority`, or None (then `priority` is
+            `Priority.NORMAL` for runs that do not compute theirs).
+        timeout_fn: the function given as `timeout`, or None (then `timeout` is None for runs
+            that do not compute theirs).
     """
 
     def __init__(
@@ -262,12 +324,14 @@ class Job(Generic[In, Out]):
         name: str | None = None,
         input: Any = None,
         output: Any = inspect.Parameter.empty,
-        timeout: Duration | None = None,
+        timeout: Duration | Callable[[Any], Duration | None] | None = None,
         soft_timeout: Duration | None = None,
         retry: Retry | int | None = None,
-        priority: int = Priority.NORMAL,
-        concurrency: int | None = None,
+        priority: int | Callable[[Any], int] = Priority.NORMAL,
+        concurrency: int | Limit | None = None,
         rate: str | None = None,
+        throttle: str | None = None,
+        debounce: Duration | None = None,
         unique: bool | Callable[[Any], Any] = False,
         cron: str | None = None,
         version: int = 1,
@@ -275,6 +339,9 @@ class Job(Generic[In, Out]):
         setup: Callable[[], Any] | None = None,
         before_run: Callable[[Any], Any] | None = None,
         after_run: Callable[[Any, BaseException | None], Any] | None = None,
+        before_step: Callable[[Any, str], Any] | None = None,
+        after_step: Callable[[Any, str, BaseException | None], Any] | None = None,
+        trigger: Any = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"@job expects a function, got {fn!r}")
@@ -307,7 +374,8 @@ class Job(Generic[In, Out]):
         self.output_type = output
         self._input = Payload(kind, "input", self.name)
         self._output = Payload(output, "output", self.name)
-        self.timeout = optional_duration(timeout, what=f"timeout of job {self.name!r}")
+        self.timeout_fn: Callable[[Any], Any] | None = timeout if callable(timeout) else None
+        self.timeout = None if callable(timeout) else optional_duration(timeout, what=f"timeout of job {self.name!r}")
         self.soft_timeout = optional_duration(soft_timeout, what=f"soft_timeout of job {self.name!r}")
         if self.soft_timeout is not None and self.timeout is not None and self.soft_timeout >= self.timeout:
             raise ValueError(f"job {self.name!r}: soft_timeout must be below timeout")
@@ -316,14 +384,28 @@ class Job(Generic[In, Out]):
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"job {self.name!r}: retry must be a Retry or an int, got {retry!r}")
         self.retry: Retry | None = retry
+        self.priority_fn: Callable[[Any], int] | None = priority if callable(priority) else None
+        if callable(priority):
+            priority = Priority.NORMAL
         if not isinstance(priority, int) or isinstance(priority, bool):
-            raise TypeError(f"job {self.name!r}: priority must be an int, got {priority!r}")
+            raise TypeError(f"job {self.name!r}: priority must be an int or a function of the input, got {priority!r}")
         self.priority = priority
+        self.concurrency_key: str | Callable[[Any], Any] | None = None
+        if isinstance(concurrency, Limit):
+            self.concurrency_key = concurrency.key
+            concurrency = concurrency.n
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise ValueError(f"job {self.name!r}: invalid concurrency {concurrency!r}: expected an int >= 1")
+            raise ValueError(f"job {self.name!r}: invalid concurrency {concurrency!r}: expected an int >= 1 or a Limit")
         self.concurrency = concurrency
-        self.rate = rate
-        self.rate_limit = parse_rate(rate) if rate is not None else None
+        if rate is not None and throttle is not None:
+            raise ValueError(f"job {self.name!r}: give rate= or throttle= (the same limit), not both")
+        self.rate = rate if rate is not None else throttle
+        self.rate_limit = parse_rate(self.rate) if self.rate is not None else None
+        self.debounce = optional_duration(debounce, what=f"debounce of job {self.name!r}")
+        if self.debounce is not None and self.debounce <= 0:
+            raise ValueError(f"job {self.name!r}: debounce must be a positive duration")
+        if self.debounce is not None and (unique is not False or cron is not None):
+            raise ValueError(f"job {self.name!r}: debounce= cannot be combined with unique= or cron=")
         if not (isinstance(unique, bool) or callable(unique)):
             raise TypeError(f"job {self.name!r}: unique must be True or a function of the input")
         self.unique = unique
@@ -340,12 +422,20 @@ class Job(Generic[In, Out]):
         self.version = version
         self.min_version = min_version
         self.limited = concurrency is not None or self.rate_limit is not None
-        for hook_name, hook in (("setup", setup), ("before_run", before_run), ("after_run", after_run)):
+        for hook_name, hook in (("setup", setup), ("before_run", before_run), ("after_run", after_run),
+                                ("before_step", before_step), ("after_step", after_step)):
             if hook is not None and not callable(hook):
                 raise TypeError(f"job {self.name!r}: {hook_name} must be callable, got {hook!r}")
         self.setup = setup
         self.before_run = before_run
         self.after_run = after_run
+        self.before_step = before_step
+        self.after_step = after_step
+        from .events import Trigger
+
+        if trigger is not None and not isinstance(trigger, Trigger):
+            raise TypeError(f"job {self.name!r}: trigger must be event(name, ...), got {trigger!r}")
+        self.trigger: Trigger | None = trigger
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -368,11 +458,58 @@ class Job(Generic[In, Out]):
     def options(self) -> dict[str, Any]:
         """The job's options as JSON data: what a store records of it (`Store.record_jobs`) and
         `actors jobs` shows. Durations in seconds; `attempts` from its own retry (None: the
-        supervisor's default); `unique` whether it has one."""
+        supervisor's default); `unique` whether it has one; `concurrency_key` the `Limit`'s key
+        (None, "tenant" or the function's name); `priority_fn` / `timeout_fn` the names of the
+        functions that compute them at submit, if any; `rate` also what `throttle=` gave."""
         return {"timeout": self.timeout, "soft_timeout": self.soft_timeout,
                 "attempts": self.retry.attempts if self.retry else None, "priority": int(self.priority),
                 "concurrency": self.concurrency, "rate": self.rate, "unique": bool(self.unique),
-                "version": self.version, "min_version": self.min_version, "cron": self.cron}
+                "version": self.version, "min_version": self.min_version, "cron": self.cron,
+                "concurrency_key": Limit(1, self.concurrency_key).describe(), "debounce": self.debounce,
+                "priority_fn": _fn_name(self.priority_fn), "timeout_fn": _fn_name(self.timeout_fn)}
+
+    def priority_for(self, input_json: str) -> int:
+        """The priority of a run of the validated input JSON `input_json`: the job's `priority`,
+        or what its priority function returns for the input (ValueError naming the job when it
+        raises, TypeError when it returns no int)."""
+        if self.priority_fn is None:
+            return self.priority
+        value = self._call("priority", self.priority_fn, input_json)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"job {self.name!r}: its priority= function returned {value!r}, not an int")
+        return value
+
+    def timeout_for(self, input_json: str) -> float | None:
+        """The timeout in seconds of a run of the validated input JSON `input_json`: the job's
+        `timeout`, or what its timeout function returns for the input (a duration or None;
+        ValueError naming the job when it raises or returns no duration)."""
+        if self.timeout_fn is None:
+            return self.timeout
+        value = self._call("timeout", self.timeout_fn, input_json)
+        return optional_duration(value, what=f"timeout returned by the timeout= function of job {self.name!r}")
+
+    def limit_key(self, input_json: str, tenant: str | None) -> Any:
+        """The key of `concurrency=Limit(n, key=...)` for a run of input JSON `input_json`
+        stored with `tenant`: None without a key, the tenant for "tenant", else what the key
+        function returns (its repr when it is not hashable); ValueError naming the job when it
+        raises."""
+        key = self.concurrency_key
+        if key is None:
+            return None
+        if isinstance(key, str):
+            return tenant
+        value = self._call("concurrency Limit key", key, input_json)
+        try:
+            hash(value)
+        except TypeError:
+            return repr(value)
+        return value
+
+    def _call(self, what: str, fn: Callable[[Any], Any], input_json: str) -> Any:
+        try:
+            return fn(self.parse_input(input_json))
+        except Exception as exc:  # the user's function: say whose it is
+            raise ValueError(f"job {self.name!r}: its {what} function raised {type(exc).__name__}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"<Job {self.name} ({self._input.title}) -> {self._output.title}>"
@@ -424,12 +561,14 @@ class JobOptions(TypedDict, total=False):
     """The options of `@job` besides `input=` / `output=` (see `Job`), as type checkers see them."""
 
     name: str | None
-    timeout: Duration | None
+    timeout: Duration | Callable[[Any], Duration | None] | None
     soft_timeout: Duration | None
     retry: Retry | int | None
-    priority: int
-    concurrency: int | None
+    priority: int | Callable[[Any], int]
+    concurrency: int | Limit | None
     rate: str | None
+    throttle: str | None
+    debounce: Duration | None
     unique: bool | Callable[[Any], Any]
     cron: str | None
     version: int
@@ -437,6 +576,9 @@ class JobOptions(TypedDict, total=False):
     setup: Callable[[], Any] | None
     before_run: Callable[[Any], Any] | None
     after_run: Callable[[Any, BaseException | None], Any] | None
+    before_step: Callable[[Any, str], Any] | None
+    after_step: Callable[[Any, str, BaseException | None], Any] | None
+    trigger: Any
 
 
 class JobDecorator(Protocol):
@@ -486,16 +628,36 @@ def job(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         input: the input type, instead of the first parameter's annotation (a lambda).
         output: the output type, instead of the return annotation (default `Any`).
         timeout: the wall-clock limit of one attempt; past it the worker is killed and the
-            attempt ends `timed_out` (default None: no limit). A submit can override it.
+            attempt ends `timed_out` (default None: no limit). A submit can override it. It may
+            also be a function of the validated input returning a duration (or None), called at
+            submit: `timeout=lambda img: 5 + img.megapixels`.
         soft_timeout: after this long `SoftTimeout` is raised inside the job, so it can clean
             up before `timeout` kills it; must be below `timeout` (default None).
         retry: a `Retry` policy, or an int: that many attempts in all, `Retry(attempts=n)`
             (default None: the supervisor's `retry=`, which defaults to one attempt).
         priority: higher runs first; any int, see `Priority` (default `Priority.NORMAL`, 0).
-            A submit can override it.
+            A submit can override it. It may also be a function of the validated input returning
+            an int, called at submit: `priority=lambda order: 10 if order.express else 0`.
         concurrency: the most runs of this job running at once in the pool, an int >= 1
-            (default None: no limit but the workers).
-        rate: the most starts per period: "10/s", "100/m", "5/10s" (default None: no limit).
+            (default None: no limit but the workers), or a `Limit` for a limit per key:
+            `Limit(1, key="tenant")` (the run's `tenant=`) or `Limit(2, key=lambda inp:
+            inp.account)`: at most that many running per key, and one key's backlog never
+            holds up another key's runs.
+        rate: the most starts per period: "10/s", "100/m", "5/10s", also in words, "2 per
+            second", "100 per minute" (default None: no limit). At most N starts in any window
+            of the period (a sliding window, no burst after idling); runs beyond it wait their
+            turn, none is dropped.
+        throttle: another name for `rate`, the same mechanism ("2/s", "2 per second"); give
+            one of the two.
+        debounce: a duration ("5s"): a burst of submits of this job with the same `key=` becomes
+            one run, with the last input. The first submit stores a run due after the window; a
+            later one with that key, while that run is queued and not due yet, replaces its
+            input (and metadata, tenant, priority, timeout) and pushes its start to a window
+            from now, returning the same run's handle. Once the run is due (or started) the next
+            submit starts a new burst (a new run, which takes the key over). Needs `key=` at
+            every submit (ValueError without), and a submitter that knows the job (a `Client`
+            given it in `jobs=`); not with `unique` or `cron`, nor with `delay`, `at` or `rerun`
+            at submit (default None).
         unique: True: while a run of the same input is queued or running, submitting it again
             returns that run's handle; a function of the input: the same for inputs for which
             it returns the same value (default False).
@@ -511,6 +673,11 @@ def job(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
             exception fails the attempt (default None).
         after_run: called as `after_run(ctx, error)` in the worker after each attempt, with
             the exception or None; an exception it raises is logged (default None).
+        before_step: called as `before_step(ctx, name)` before a `ctx.step` runs its function
+            (not when a replay returns the stored value); an exception fails the step.
+        after_step: called as `after_step(ctx, name, error)` after it, with the exception or None.
+        trigger: `event("name", transform=...)`: the serving supervisor starts a run of this job
+            for each such event (`emit`), with input `transform(payload)` (default: the payload).
 
     Returns:
         The `Job`, or, without `fn`, a decorator that makes one.

@@ -35,6 +35,7 @@ class Order(NamedTuple):
     input: str  # JSON, validated by the worker against the job's input model
     soft_timeout: float | None  # seconds until SoftTimeout is raised inside the job; None: none
     steps: dict[str, str] | None  # completed `ctx.step`s, {name: JSON value}; None: none
+    positions: dict[str, int] | None = None  # each record's position in the run (the determinism guard)
 
 
 class Assign(NamedTuple):
@@ -51,6 +52,14 @@ class Cancel(NamedTuple):
 
 class Stop(NamedTuple):
     """Finish what was assigned, then exit."""
+
+
+class Spawned(NamedTuple):
+    """The reply to `Spawn`: the child's run id, or why none was stored."""
+
+    run_id: int
+    child_id: int | None
+    error: str | None = None
 
 
 # -- worker -> supervisor ---------------------------------------------------------------------
@@ -72,12 +81,55 @@ class SetupFailed(NamedTuple):
 
 
 class StepDone(NamedTuple):
-    """A `ctx.step` returned; its JSON value is stored so a later attempt skips it."""
+    """A durable record of the run is done (a `ctx.step` returned, a sleep, an invoke or an event
+    wait was recorded); its JSON value is stored at its position so a replay returns it."""
 
     run_id: int
     attempt: int
     name: str
     value: str
+    position: int | None = None
+
+
+class StepStarted(NamedTuple):
+    """A `ctx.step` starts running its function (the run's current step)."""
+
+    run_id: int
+    attempt: int
+    name: str
+
+
+class Suspend(NamedTuple):
+    """The run waits durably (a sleep, children, an event): the attempt ends `suspended`, the
+    worker is free. `wait` is JSON ({"until": t} | {"runs": [ids]} | {"event": name, "match":
+    {...}, "until": t | None}); `wake_at` the time it is due whatever else happens, if any."""
+
+    run_id: int
+    attempt: int
+    wait: str
+    wake_at: float | None
+    seconds: float
+    peak_rss: int
+
+
+class Spawn(NamedTuple):
+    """Store a child run of this run (`ctx.invoke`, `ctx.dispatch`); the worker waits for the
+    `Spawned` reply. `input` is JSON already validated against the child job's input."""
+
+    run_id: int
+    attempt: int
+    job: str
+    input: str
+    key: str
+    delay: float | None
+
+
+class CancelRun(NamedTuple):
+    """`ctx.cancel(handle)`: cancel another run (a child)."""
+
+    run_id: int
+    attempt: int
+    target: int
 
 
 class Progress(NamedTuple):

@@ -17,11 +17,13 @@ from typing import Any, NamedTuple
 
 class RunStatus(StrEnum):
     """queued -> running -> succeeded; running -> retrying -> queued; running -> failed | timed_out;
-    cancelled from any live state."""
+    running -> waiting -> queued (a durable sleep, invoke or event wait); cancelled from any
+    live state."""
 
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
+    WAITING = "waiting"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
@@ -33,11 +35,12 @@ class RunStatus(StrEnum):
 
 
 TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED})
-LIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING})
+LIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING, RunStatus.WAITING})
 
 
 class Outcome(StrEnum):
-    """How one attempt ended. `interrupted` attempts are not charged against the retry policy."""
+    """How one attempt ended. `interrupted` attempts are not charged against the retry policy
+    (once in a row); `suspended` ones never are: the run waits (a sleep, children, an event)."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -46,6 +49,7 @@ class Outcome(StrEnum):
     MEMORY_EXCEEDED = "memory_exceeded"
     INTERRUPTED = "interrupted"
     CANCELLED = "cancelled"
+    SUSPENDED = "suspended"
 
 
 @dataclass(slots=True)
@@ -64,6 +68,12 @@ class NewRun:
     # with a key: the ended statuses in which the key's run is replaced by this new one (a rerun)
     rerun: frozenset[RunStatus] | None = None
     rerun_of: int | None = None  # set by `Client.retry`: the ended run this one runs again
+    parent_id: int | None = None  # the run that invoked or dispatched this one (`ctx.invoke`)
+    tenant: str | None = None  # stored, filterable (`runs(tenant=...)`), usable as a limit's key
+    metadata: str | None = None  # a JSON object given at submit (merged with `ctx.metadata`)
+    # a debounced job's run (`@job(debounce=...)`): a queued, not yet due run under the same key
+    # takes this one's input and due time instead of a new run being stored (see `Store.insert`)
+    debounce: bool = False
 
 
 class WorkerInfo(NamedTuple):
@@ -207,6 +217,11 @@ class RunRecord:
         version: the job version it was submitted for (0: by name, not yet adopted).
         key: its idempotency key; None without one, or once a rerun took it over.
         rerun_of: the id of the run under the same key that this one reruns.
+        parent_id: the run that invoked or dispatched this one, if any.
+        tenant: the tenant given at submit, if any.
+        wait: what a waiting run waits for, as JSON data: {"until": epoch seconds} (a sleep),
+            {"runs": [ids]} (children), {"event": name, "match": {...}, "until": ...}; else None.
+        current_step: the step the running attempt is in (`ctx.step`), if any.
         attempt_log: the `Attempt` records, when read with attempts.
         steps: the stored `Context.step` values, {name: JSON data}, when read with attempts.
     """
@@ -235,6 +250,10 @@ class RunRecord:
     version: int = 1
     key: str | None = None  # None once a rerun took the key over (see `rerun_of`)
     rerun_of: int | None = None  # the run under the same key that this one reruns
+    parent_id: int | None = None
+    tenant: str | None = None
+    wait: dict[str, Any] | None = None
+    current_step: str | None = None
     attempt_log: list[Attempt] = field(default_factory=list)
     steps: dict[str, Any] = field(default_factory=dict)
 

@@ -66,7 +66,8 @@ def submitted_input(job: Job[Any, Any] | None, input: Any, fields: dict[str, Any
 def new_runs(job: Job[Any, Any] | str, inputs: Iterable[Any], now: float, *, default_attempts: int | None,
              priority: int | None = None, timeout: Duration | None = None, delay: Duration | None = None,
              at: datetime | None = None, keys: Sequence[str] | None = None,
-             rerun: str | None = None) -> list[NewRun]:
+             rerun: str | None = None, metadata: dict[str, Any] | None = None,
+             tenant: str | None = None) -> list[NewRun]:
     """The rows to store for `inputs`, in order; raises before anything is stored.
 
     - `job`: a `Job` (each input is validated: pydantic.ValidationError) or a bare job name
@@ -82,8 +83,16 @@ def new_runs(job: Job[Any, Any] | str, inputs: Iterable[Any], now: float, *, def
       submitting it again gives back that run).
     - `rerun`: which runs under those keys are run again, as new runs that take the key over
       (see `RERUN`); needs `keys` (ValueError without them).
+    - `metadata`: a dict stored as the runs' JSON metadata (TypeError for anything else, or one
+      that is not JSON); `ctx.metadata` merges into it later.
+    - `tenant`: a non-empty str stored with the runs (ValueError otherwise): `runs(tenant=...)`
+      filters by it and `Limit(n, key="tenant")` limits by it.
+    - A job's `priority` / `timeout` functions are called per input (unless given here); a
+      `debounce` job needs `keys` and takes neither `delay`, `at` nor `rerun` (ValueError).
     """
     statuses = rerun_statuses(rerun)
+    metadata_json = metadata_text(metadata)
+    check_tenant(tenant)
     if statuses is not None and keys is None:
         raise ValueError(f"rerun={rerun!r} reruns the run under an idempotency key: give key= (submit) "
                          "or keys= (submit_many)")
@@ -91,15 +100,31 @@ def new_runs(job: Job[Any, Any] | str, inputs: Iterable[Any], now: float, *, def
     if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
         raise TypeError(f"priority must be an int, got {priority!r}")
     scheduled = scheduled_at(now, delay, at)
+    debounce = job.debounce if isinstance(job, Job) else None
+    if debounce is not None:
+        name = job.name if isinstance(job, Job) else job
+        if keys is None:
+            raise ValueError(f"job {name!r} is debounced: give key= (submit) or keys= (submit_many), the key "
+                             "whose burst of submits becomes one run")
+        if delay is not None or at is not None or rerun is not None:
+            raise ValueError(f"job {name!r} is debounced: its runs start {debounce} s after the last submit, "
+                             "so delay=, at= and rerun= do not apply")
+        scheduled = now + debounce
     if isinstance(job, Job):
-        prio = job.priority if priority is None else priority
         attempts = default_attempts
         if attempts is not None and job.retry is not None:
             attempts = job.retry.attempts
         validate, unique_key, version = job.validate_input, job.unique_key, job.version
-        run_timeout = job.timeout if run_timeout is None else run_timeout  # stored: what record.timeout shows
-        rows = [NewRun(job.name, text, prio, attempts, run_timeout, scheduled, version, None, unique_key(text))
-                for text in map(validate, inputs)]
+        if job.priority_fn is None and job.timeout_fn is None:  # the common case: no call per input
+            prio = job.priority if priority is None else priority
+            run_timeout = job.timeout if run_timeout is None else run_timeout  # stored: what record.timeout shows
+            rows = [NewRun(job.name, text, prio, attempts, run_timeout, scheduled, version, None, unique_key(text))
+                    for text in map(validate, inputs)]
+        else:
+            prio_for, timeout_for = job.priority_for, job.timeout_for
+            rows = [NewRun(job.name, text, prio_for(text) if priority is None else priority, attempts,
+                           timeout_for(text) if run_timeout is None else run_timeout, scheduled, version, None,
+                           unique_key(text)) for text in map(validate, inputs)]
     else:
         prio = 0 if priority is None else priority
         rows = [NewRun(job, value if isinstance(value, str) else json.dumps(value), prio, None, run_timeout,
@@ -109,7 +134,31 @@ def new_runs(job: Job[Any, Any] | str, inputs: Iterable[Any], now: float, *, def
             raise ValueError(f"{len(keys)} keys for {len(rows)} inputs")
         for row, key in zip(rows, keys, strict=True):
             row.key, row.rerun = key, statuses
+    if metadata_json is not None or tenant is not None or debounce is not None:
+        for row in rows:
+            row.metadata, row.tenant, row.debounce = metadata_json, tenant, debounce is not None
     return rows
+
+
+def metadata_text(metadata: Any) -> str | None:
+    """`metadata=` of a submit as JSON object text (None stays None); TypeError naming it for
+    anything but a dict that JSON can hold (str keys, finite numbers, JSON values)."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict (a JSON object), got {type(metadata).__name__}: {metadata!r}")
+    if not all(isinstance(name, str) for name in metadata):
+        raise TypeError(f"metadata keys must be str (a JSON object's names), got {list(metadata)!r}")
+    try:
+        return json.dumps(metadata, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"metadata is not JSON-serializable ({exc}): {metadata!r}") from exc
+
+
+def check_tenant(tenant: Any) -> None:
+    """`tenant=` of a submit: None, or a non-empty str (ValueError naming it otherwise)."""
+    if tenant is not None and (not isinstance(tenant, str) or not tenant.strip()):
+        raise ValueError(f"invalid tenant {tenant!r}: expected a non-empty str")
 
 
 # What `rerun=` accepts: the ended statuses in which the run under a key is replaced by a new run.

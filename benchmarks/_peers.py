@@ -466,10 +466,11 @@ class ActorsRunner(Runner):
 CHARTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "charts")
 
 
-def chart(name, title, values, unit, reference, higher_is_better=True):
+def chart(name, title, values, unit, reference, higher_is_better=True, log=False):
     """A bar chart of one figure per system (a dict name -> value, or name -> [values] for grouped
     bars named in `unit`'s list), actors' bars highlighted and each bar's ratio to `reference`
-    written on it; saved as benchmarks/charts/<name>.png. Needs matplotlib (the bench extra)."""
+    written on it; saved as benchmarks/charts/<name>.png. ``log``: a logarithmic value axis (for
+    values orders of magnitude apart). Needs matplotlib (the bench extra)."""
     try:
         import matplotlib
 
@@ -487,16 +488,20 @@ def chart(name, title, values, unit, reference, higher_is_better=True):
         ys = [i + j * width for i in range(len(names))]
         xs = [series[n][j] for n in names]
         colors = ["#d62728" if n.startswith("actors") else "#7f7f7f" for n in names]
-        bars = ax.barh(ys, xs, height=width, color=colors, alpha=1.0 - 0.35 * j, label=label)
+        fade = min(0.35, 0.7 / max(1, len(labels) - 1))  # 2 series: 1.0 and 0.65, as before
+        bars = ax.barh(ys, xs, height=width, color=colors, alpha=1.0 - fade * j, label=label)
         ref = series.get(reference, [None] * len(labels))[j]
         for bar, x in zip(bars, xs, strict=True):
-            text = f"{x:,.0f}" + (f"  ({x / ref:.2f}x)" if ref else "")
+            text = f"{x:,.0f}" + (f"  ({x / ref:.2f}x)" if ref and x >= ref / 100 else
+                                  f"  ({x / ref:.2g}x)" if ref else "")
             ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + text, va="center", fontsize=8)
     ax.set_yticks([i + width * (len(labels) - 1) / 2 for i in range(len(names))], names, fontsize=8)
     ax.invert_yaxis()
     ax.set_title(f"{title}\n(ratio to {reference}; {'higher' if higher_is_better else 'lower'} is better)",
                  fontsize=10)
-    ax.set_xlabel(" / ".join(labels))
+    ax.set_xlabel(" / ".join(labels) + (" (log scale)" if log else ""))
+    if log:
+        ax.set_xscale("log")
     ax.margins(x=0.3)
     if len(labels) > 1:
         ax.legend(fontsize=8)

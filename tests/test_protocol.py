@@ -50,8 +50,9 @@ def test_a_frame_is_a_big_endian_length_then_a_pickle():
 
 
 def test_an_order_has_its_fields_in_the_order_the_supervisor_builds_it():
-    order = Order(7, 2, "double", '{"x":2}', 1.5, {"decode": "[1]"})
-    assert Order._fields == ("run_id", "attempt", "job", "input", "soft_timeout", "steps")
+    order = Order(7, 2, "double", '{"x":2}', 1.5, {"decode": "[1]"}, {"decode": 0})
+    assert Order._fields == ("run_id", "attempt", "job", "input", "soft_timeout", "steps", "positions")
+    assert order.positions == {"decode": 0}
     assert (order.run_id, order.attempt, order.job, order.input, order.soft_timeout, order.steps) == (
         7, 2, "double", '{"x":2}', 1.5, {"decode": "[1]"})
     ((sent,),) = [m.runs for m in FrameReader().feed(encode(Assign([order])))]

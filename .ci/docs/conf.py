@@ -47,6 +47,8 @@ nitpick_ignore_regex = [
                  r"|LoggerAdapter|Random|BaseException|Exception|TypeVar)"),
     ("py:class", r"actors\.(job|handle|client|context|supervisor\.supervisor)\.(In|Out|T)"),
     ("py:class", r"(In|Out|T)"),
+    # the stores' durable-execution mixins: internal halves of SQLiteStore, shown as their bases
+    ("py:class", r"actors\.stores\.(sqlite|postgres)_durable\.Durable(SQLite|Postgres)"),
     ("py:obj", r"(actors\.[a-z.]+\.)?(In|Out|T)"),
     # aliases that exist only for type checkers (`if TYPE_CHECKING:` in actors/job.py)
     ("py:class", r"(AsyncJobFunction|JobFunction)"),

@@ -26,7 +26,8 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 from ..run import JobInfo, NewRun, RunRecord, RunStatus, SupervisorInfo, WorkerInfo
 
-SCHEMA_VERSION = 4  # 2: runs.rerun_of; 3: the supervisor and workers tables (what serves, ~1/s); 4: jobs
+SCHEMA_VERSION = 5  # 2: runs.rerun_of; 3: the supervisor and workers tables (what serves, ~1/s); 4: jobs;
+# 5: durable execution (runs.parent_id, wait, current_step; steps.position; events) and runs.tenant
 
 
 class Pending(NamedTuple):
@@ -44,10 +45,41 @@ class Pending(NamedTuple):
     status: str
     version: int
     interrupted: bool = False  # its last attempt was interrupted (the next one in a row is charged)
+    tenant: str | None = None  # as given at submit (a `Limit(n, key="tenant")` limits by it)
 
 
 BY_NAME = 0  # the version of a run submitted by job name: the serving supervisor fills in its job's
 DUPLICATE = "a live run of this job has the same unique key"
+
+
+class Waiting(NamedTuple):
+    """A waiting run as the supervisor loads it when serving starts (`load_waiting`)."""
+
+    pending: Pending
+    wait: str  # JSON: what it waits for (see `RunRecord.wait`)
+
+
+class Suspension(NamedTuple):
+    """An attempt that ended `suspended`: the run waits (`wait`, JSON) and is due at `wake_at`
+    whatever else happens, if given. Not charged: it counts as a free attempt."""
+
+    run_id: int
+    attempt: int
+    started_at: float
+    finished_at: float
+    wait: str
+    wake_at: float | None
+    worker_pid: int | None
+    peak_rss: int | None
+
+
+class Event(NamedTuple):
+    """A stored event (`emit`)."""
+
+    id: int
+    name: str
+    payload: str  # JSON
+    created_at: float
 
 
 class Finish(NamedTuple):
@@ -100,7 +132,13 @@ class Changes:
     unclaims: list[tuple[int, int]] = field(default_factory=list)  # claimed, never started
     requeues: list[int] = field(default_factory=list)  # retrying -> queued, backoff over
     ends: list[tuple[int, str, str, str]] = field(default_factory=list)  # queued -> (id, status, type, msg)
-    steps: list[tuple[int, str, str]] = field(default_factory=list)  # (run_id, step name, JSON value)
+    # (run_id, record name, JSON value, position): a record of a run (a step, sleep, invoke, wait);
+    # position None keeps the stored one (the supervisor filling in a child's result or an event)
+    steps: list[tuple[int, str, str, int | None]] = field(default_factory=list)
+    suspends: list[Suspension] = field(default_factory=list)  # running -> waiting
+    wakes: list[int] = field(default_factory=list)  # waiting -> queued (written before the claims)
+    current_steps: list[tuple[int, str]] = field(default_factory=list)  # (run_id, the step it is in)
+    handled_events: list[int] = field(default_factory=list)  # events matched and whose runs were started
     progress: list[tuple[int, float | None, str | None, str | None]] = field(default_factory=list)  # id, fraction, message, metadata JSON
     # the serving supervisor and its workers, written about once a second (None: unchanged);
     # a snapshot replaces every workers row (a stopped supervisor writes none)
@@ -108,7 +146,8 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(self.adopts or self.claims or self.finishes or self.successes or self.unclaims or self.requeues
-                    or self.ends or self.steps or self.progress or self.status is not None)
+                    or self.ends or self.steps or self.progress or self.status is not None or self.suspends
+                    or self.wakes or self.current_steps or self.handled_events)
 
 
 @runtime_checkable
@@ -128,11 +167,47 @@ class Store(Protocol):
         `rerun`, the new run is created (created=True; a live run with its `unique_key` still
         wins), the key moves to it from the old run, and it records `rerun_of` = the old run's
         id. Rows of one batch are taken in order, so a key given twice makes one rerun. `now`
-        is the runs' `created_at`."""
+        is the runs' `created_at`.
+
+        A debounced run (`NewRun.debounce`, with a `key`): if the key's run of its job is
+        queued, never attempted and not due yet (`scheduled_at > now`), that run takes the new
+        one's input, due time, priority, timeout, metadata and tenant, in the same transaction
+        as the check, and its id comes back with created=False; else a new run is stored and
+        takes the key over from the earlier run (which keeps its history). Each run stores its
+        `metadata`, `tenant` and `parent_id`."""
         ...
 
     def steps(self, run_id: int) -> dict[str, str]:
-        """The completed steps of run `run_id`: {name: JSON value}."""
+        """The completed steps of run `run_id`: {name: JSON value}, in the order of their positions."""
+        ...
+
+    def positions(self, run_id: int) -> dict[str, int]:
+        """The position of each record of run `run_id` that has one: {name: position}."""
+        ...
+
+    def load_waiting(self, after_id: int = 0, limit: int | None = None) -> list[Waiting]:
+        """Waiting runs with id > after_id, in id order, with what they wait for; at most `limit`."""
+        ...
+
+    def outcomes(self, run_ids: list[int]) -> dict[int, tuple[str, str | None, str | None, str | None]]:
+        """{id: (status, output JSON, error type, message)} of those of `run_ids` that ended."""
+        ...
+
+    def emit(self, name: str, payload: str, now: float) -> int:
+        """Store an event `name` with JSON `payload` at time `now` (durable on return); its id."""
+        ...
+
+    def new_events(self, after_id: int, limit: int = 1000) -> list[Event]:
+        """Events not yet handled, with id > after_id, in id order; at most `limit`."""
+        ...
+
+    def find_events(self, name: str, run_id: int, exclude: list[int], limit: int = 1000) -> list[Event]:
+        """Events `name` stored since run `run_id` was created, but those in `exclude`, in id
+        order; at most `limit`."""
+        ...
+
+    def purge_events(self, older_than: float) -> int:
+        """Delete events stored before `older_than` (epoch seconds); how many."""
         ...
 
     def commit(self, changes: Changes, now: float) -> set[int]:
@@ -171,14 +246,15 @@ class Store(Protocol):
 
     def runs(
         self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50, offset: int = 0,
-        since: float | None = None,
+        since: float | None = None, tenant: str | None = None,
     ) -> list[RunRecord]:
-        """Runs newest first, filtered by `status`, `job` and creation time (`since`: epoch
-        seconds, created then or later); at most `limit` (default 50) after skipping `offset`."""
+        """Runs newest first, filtered by `status`, `job`, creation time (`since`: epoch
+        seconds, created then or later) and `tenant` (as given at submit); at most `limit`
+        (default 50) after skipping `offset`."""
         ...
 
     def cancel_queued(self, run_id: int, now: float) -> bool:
-        """Cancel run `run_id` if it has not started (queued, delayed or retrying), recording
+        """Cancel run `run_id` if it is not running (queued, delayed, retrying or waiting), recording
         `now` as its end; whether it was."""
         ...
 

@@ -21,13 +21,25 @@ SQLite and memory (`base.py`); what differs is who may serve:
   serving. A rescued run gets `rescued_at`; `load_ready(after_id)` also returns the waiting
   runs rescued since the previous call (with a margin for transactions still committing), so
   supervisors whose scan pointer is past them pick them up.
-- `changed()` is True at every poll: the poll (`load_ready` past the scan pointer, on a partial
-  index of waiting runs) is cheap, and it is the truth; no LISTEN/NOTIFY hint yet.
+- `LISTEN/NOTIFY` is a hint; the poll is the truth. Writes that make runs ready (`insert`, a
+  cancel, a rescue or an unclaim in `commit`) send `NOTIFY actors_<schema>` in their own
+  transaction, so it is delivered on commit only. A serving store (after `acquire`) LISTENs
+  on a connection of its own; `changed()` is True when a notification came, else at most once
+  per `SLOW_POLL` seconds, when the poll (`load_ready` past the scan pointer, on a partial index
+  of waiting runs) looks anyway: a lost notification (a connection that broke, a NOTIFY of
+  another version) delays a run by that much, never strands it. `notify=False` (or
+  `?notify=false` in the URL) is for PgBouncer in transaction mode, where a LISTEN does not
+  stay on one server connection: no LISTEN, no NOTIFY, and `changed()` True at every call.
 - `unique` and `key` hold across hosts through unique indexes (a live-only partial one for
   `unique_key`); a cron tick's run carries the key "cron:<tick>", so it runs once.
 - One connection per store, guarded by a lock (the supervisor's loop thread and submitting
-  threads take turns, as with SQLite), opened again after it broke. A store error in a turn
-  stops that supervisor (as with SQLite): its runs are rescued by the others after the lease.
+  threads take turns, as with SQLite). A connection lost (the server restarted, the backend
+  was terminated, the network broke) is opened again, with backoff (`RECONNECT`: 50 ms
+  doubling to 5 s, a log line per failed try) for up to `reconnect` seconds, and the work
+  whose connection broke is done again on the new one (`_run` says when that is safe). Only
+  past that, or on any other database error, does the error reach the caller: a store error in
+  a turn stops that supervisor (as with SQLite), and its runs are rescued by the others after
+  the lease. While it reconnects the supervisor's loop waits (signals are handled after).
 """
 
 from __future__ import annotations
@@ -40,8 +52,8 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 try:
     import psycopg
@@ -50,6 +62,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("the PostgreSQL store needs psycopg 3: pip install 'actors[postgres]'") from exc
 
 from ..errors import StoreError
+from ..retry import Retry, compute_backoff
 from ..run import (
     TERMINAL,
     Attempt,
@@ -62,17 +75,21 @@ from ..run import (
     WorkerInfo,
 )
 from .base import DUPLICATE, Changes, Finish, Pending, interrupted_message, success_as_finish
+from .postgres_durable import BY_POSITION, DurablePostgres, wait_of
 from .postgres_schema import VERSION, migrate
 
 log = logging.getLogger("actors")
 
 RESCUE_MARGIN = 10.0  # seconds: a rescue committed this long after it began is still seen by load_ready
+SLOW_POLL = 1.0  # seconds between polls of a store that LISTENs (notifications wake it between them)
+RECONNECT = Retry(base=0.05, cap=5.0)  # the backoff between tries to reach the server again
+_T = TypeVar("_T")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_LIVE = "('queued', 'running', 'retrying')"
+_LIVE = "('queued', 'running', 'retrying', 'waiting')"
 _RUN_COLUMNS = (
     "id, job, status, input, output, priority, attempts, max_attempts, timeout, created_at, scheduled_at, "
     "started_at, finished_at, error_type, message, traceback, progress, progress_message, metadata, "
-    "version, key, rerun_of"
+    "version, key, rerun_of, parent_id, tenant, wait, current_step"
 )
 # Whether a run's attempt {number} ended interrupted (a primary-key lookup per run).
 _LAST_INTERRUPTED = ("EXISTS (SELECT 1 FROM {s}.attempts AS a WHERE a.run_id = r.id AND a.number = {number} "
@@ -85,7 +102,8 @@ _LIVE_INCARNATION = "i.stopped_at IS NULL AND i.beat >= now() - make_interval(se
 # -- the statements, one per intent ({s}: the schema) -------------------------------------------
 
 _INSERT = ("INSERT INTO {s}.runs (job, status, input, priority, max_attempts, timeout, created_at, scheduled_at, "
-           "version, key, unique_key, rerun_of) VALUES (%s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ")
+           "version, key, unique_key, rerun_of, parent_id, tenant, metadata) VALUES (%s, 'queued', %s, %s, %s, %s, %s, %s, "
+           "%s, %s, %s, %s, %s, %s, %s) ")
 # a batch without keys: one statement; ids are drawn in the order of the rows
 _INSERT_MANY = (
     "INSERT INTO {s}.runs (job, status, input, priority, max_attempts, timeout, created_at, scheduled_at, version, "
@@ -105,12 +123,21 @@ _CANCEL_DUPLICATE = ("UPDATE {s}.runs SET status = 'cancelled', finished_at = %s
 _ADOPT = "UPDATE {s}.runs SET version = %s, unique_key = %s WHERE id = %s AND version = 0"
 # The claim: rows in their expected attempt, still waiting, not being claimed by another
 # supervisor at this moment (SKIP LOCKED: that one wins and this claim is lost, without a wait).
-_CLAIM = (
+_CLAIMABLE = (
     "WITH wanted AS (SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS w(id, attempt)), "
     "claimable AS (SELECT r.id FROM {s}.runs AS r JOIN wanted AS w ON r.id = w.id AND r.attempts = w.attempt - 1 "
-    "WHERE r.status IN ('queued', 'retrying') FOR UPDATE OF r SKIP LOCKED) "
-    "UPDATE {s}.runs AS r SET status = 'running', attempts = r.attempts + 1, started_at = %(now)s, "
-    "owner = %(owner)s FROM claimable AS c WHERE r.id = c.id RETURNING r.id"
+    "WHERE r.status IN ('queued', 'retrying') FOR UPDATE OF r SKIP LOCKED)"
+)
+_CLAIMED = ("UPDATE {s}.runs AS r SET status = 'running', attempts = r.attempts + 1, started_at = %(now)s, "
+            "owner = %(owner)s FROM claimable AS c WHERE r.id = c.id RETURNING r.id")
+_CLAIM = f"{_CLAIMABLE} {_CLAIMED}"
+# The claim done again after a COMMIT whose outcome is unknown (the connection broke during
+# it): a run that the lost COMMIT did claim is running in that attempt under this owner, and is
+# won too (the last SELECT reads the snapshot from before the UPDATE: no row comes twice).
+_CLAIM_AGAIN = (
+    f"{_CLAIMABLE}, claimed AS ({_CLAIMED}) SELECT id FROM claimed UNION ALL SELECT r.id FROM {{s}}.runs AS r "
+    "JOIN wanted AS w ON r.id = w.id AND r.attempts = w.attempt "
+    "WHERE r.status = 'running' AND r.owner IS NOT DISTINCT FROM %(owner)s"
 )
 # The fence of every finishing write: the attempt is still running and still ours.
 _FENCE = "r.status = 'running' AND r.owner IS NOT DISTINCT FROM %(owner)s"
@@ -147,9 +174,10 @@ _END = ("UPDATE {s}.runs SET status = %s, finished_at = %s, error_type = %s, mes
         "WHERE id = %s AND status IN ('queued', 'retrying')")
 # steps and progress of a run go in only while its attempt is ours (steps of a rescued run are
 # the new owner's to write)
-_STEP = ("INSERT INTO {s}.steps (run_id, name, value) SELECT %(id)s, %(name)s, %(value)s "
+_STEP = ("INSERT INTO {s}.steps (run_id, name, value, position) SELECT %(id)s, %(name)s, %(value)s, %(position)s "
          "WHERE EXISTS (SELECT 1 FROM {s}.runs AS r WHERE r.id = %(id)s AND r.owner IS NOT DISTINCT FROM %(owner)s) "
-         "ON CONFLICT (run_id, name) DO UPDATE SET value = EXCLUDED.value")
+         "ON CONFLICT (run_id, name) DO UPDATE SET value = EXCLUDED.value, "
+         "position = coalesce(EXCLUDED.position, {s}.steps.position)")
 _PROGRESS = (
     "UPDATE {s}.runs AS r SET progress = coalesce(%(fraction)s, r.progress), "
     "progress_message = coalesce(%(message)s, r.progress_message), "
@@ -196,8 +224,9 @@ _READY_PAGE = (f"SELECT {_READY_COLUMNS} FROM {{s}}.runs AS r WHERE r.status IN 
 _READY_RESCUED = (f"SELECT {_READY_COLUMNS} FROM {{s}}.runs AS r "
                   "WHERE r.rescued_at >= coalesce(%s::timestamptz, '-infinity') AND r.id <= %s "
                   "AND r.status IN ('queued', 'retrying') ORDER BY r.id")
-_CANCEL = ("UPDATE {s}.runs SET status = 'cancelled', finished_at = %s, error_type = 'RunCancelled', "
-           "message = 'cancelled before it started' WHERE id = %s AND status IN ('queued', 'retrying')")
+_CANCEL = ("UPDATE {s}.runs SET status = 'cancelled', finished_at = %s, error_type = 'RunCancelled', wait = NULL, "
+           "message = CASE status WHEN 'waiting' THEN 'cancelled while waiting' ELSE 'cancelled before it started' END "
+           "WHERE id = %s AND status IN ('queued', 'retrying', 'waiting')")
 _PURGE = (
     "WITH doomed AS (DELETE FROM {s}.runs WHERE id IN (SELECT id FROM {s}.runs WHERE status = ANY(%s::text[]) "
     "AND finished_at < %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id), "
@@ -220,7 +249,39 @@ def _describe(dsn: str) -> str:
             f"{parts.get('dbname', '')}")
 
 
-class PostgresStore:
+def _take_notify(dsn: str) -> tuple[str, bool | None]:
+    """A URL's `notify` query parameter (ours: libpq refuses names it does not know) and the URL
+    without it; None where the DSN names none."""
+    base, mark, query = dsn.partition("?")
+    if not mark or not dsn.startswith(("postgresql://", "postgres://")):
+        return dsn, None
+    kept, notify = [], None
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if name != "notify":
+            kept.append(pair)
+        elif value.lower() in ("true", "on", "yes", "1"):
+            notify = True
+        elif value.lower() in ("false", "off", "no", "0"):
+            notify = False
+        else:
+            raise ValueError(f"invalid notify={value!r} in the store URL: expected true or false")
+    return base + ("?" + "&".join(kept) if kept else ""), notify
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's message on one line, for a log line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _lost(db: psycopg.Connection[Any] | None, exc: psycopg.Error) -> bool:
+    """Whether `exc` means the connection is gone (or could not be opened), rather than that
+    the database refused the work: only then may the work be done again on a new one."""
+    return isinstance(exc, psycopg.OperationalError) and (db is None or db.closed or db.broken)
+
+
+class PostgresStore(DurablePostgres):
     """A `Store` in a PostgreSQL schema that several supervisors may serve at once.
 
     - `dsn`: a libpq connection string or URL ("postgresql://user@host:5432/db").
@@ -228,13 +289,24 @@ class PostgresStore:
     - `lease`: seconds after its last heartbeat that a supervisor's runs may be rescued by
       another (30; the heartbeat comes about once a second).
     - `rescue_batch`: runs rescued per statement (500).
+    - `notify`: send and LISTEN for wake-ups (True); False, or `?notify=false` in a URL, for
+      PgBouncer in transaction mode: then the serving supervisor polls at every `changed()`.
+    - `reconnect`: seconds a lost connection is tried again, with backoff, before the
+      operation fails with StoreError (60; 0: at once). The first connection is never retried:
+      a wrong address fails at once.
+    - The connections' `application_name` is the DSN's if it names one, else "actors" (the
+      listening one's gets "-listen" added): `pg_stat_activity` tells them apart.
     """
 
-    def __init__(self, dsn: str, *, schema: str = "actors", lease: float = 30.0, rescue_batch: int = 500) -> None:
+    def __init__(self, dsn: str, *, schema: str = "actors", lease: float = 30.0, rescue_batch: int = 500,
+                 notify: bool = True, reconnect: float = 60.0) -> None:
         if not _SCHEMA_NAME.match(schema):
             raise ValueError(f"invalid schema name {schema!r}: lower-case letters, digits and _ only")
         if lease <= 0:
             raise ValueError(f"invalid lease {lease!r}: expected a positive number of seconds")
+        dsn, in_url = _take_notify(dsn)
+        self.notify = notify and in_url is not False
+        self.reconnect = float(reconnect)
         self.dsn = dsn
         self.schema = schema
         self.lease = float(lease)
@@ -248,12 +320,23 @@ class PostgresStore:
         self._incarnation: int | None = None
         self._seen_at: Any = None  # the database time of the last load_ready (see `_READY_RESCUED`)
         self.rejected = 0  # finishing writes refused by the fence (late results of rescued attempts)
+        try:
+            named = psycopg.conninfo.conninfo_to_dict(dsn).get("application_name")
+        except psycopg.Error:
+            named = None
+        self.application_name = str(named or "actors")
+        channel = f"actors_{schema}"[:63]  # an identifier's length at most
+        self._notify_sql = f'NOTIFY "{channel}"'
+        self._listen_sql = f'LISTEN "{channel}"'
+        self._listener: psycopg.Connection[Any] | None = None  # serving with notify: the LISTENing connection
+        self._listen_tried = 0.0  # monotonic time of the last try to LISTEN
+        self._polled_at = 0.0  # monotonic time `changed()` last said "poll"
         with self._mutex:
-            db = self._connect()
             try:
-                migrate(db, schema, self._quoted)
+                migrate(self._connect(), schema, self._quoted)
             except psycopg.Error as exc:
-                raise StoreError(f"cannot use store {self.where}: {exc}") from exc
+                what = "connect to" if self._db is None else "use"
+                raise StoreError(f"cannot {what} store {self.where}: {exc}") from exc
 
     # -- connection and transactions ------------------------------------------------------------
 
@@ -265,6 +348,7 @@ class PostgresStore:
         return text
 
     def _connect(self) -> psycopg.Connection[Any]:
+        """The store's connection, opened (once: `_run` tries again) where it is missing or broke."""
         db = self._db
         if db is not None and not db.closed and not db.broken:
             return db
@@ -272,18 +356,67 @@ class PostgresStore:
             with contextlib.suppress(Exception):
                 db.close()
         self._db = None
-        try:
-            db = psycopg.connect(self.dsn, autocommit=True, application_name="actors", connect_timeout=10)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to store {self.where}: {exc}") from exc
-        self._db = db
+        self._db = db = psycopg.connect(self.dsn, autocommit=True, application_name=self.application_name,
+                                        connect_timeout=10)
         return db
+
+    def _run(self, work: Callable[[psycopg.Connection[Any]], _T], *,
+             again: Callable[[psycopg.Connection[Any]], _T] | None = None, transaction: bool = True,
+             verb: str = "write") -> _T:
+        """`work(db)` in one transaction (or in autocommit) under the store's lock, done again on
+        a new connection while the connection is lost, with backoff (`RECONNECT`), for up to
+        `reconnect` seconds; then, or on any other database error, a StoreError.
+
+        Whether doing it again is safe depends on where the connection broke. Before COMMIT was
+        sent the transaction rolled back and nothing of it was written: `work` is done again.
+        During COMMIT (or during a statement in autocommit) it may or may not have been
+        written, and we cannot know: `again` is done then, work that is right in both cases
+        (`work` itself for a read or for idempotent writes; for `commit`, the same changes
+        with a claim that also counts the runs the lost COMMIT claimed). Without `again` (an
+        insert: a second one would store the runs twice) the error is raised.
+        """
+        failures = 0
+        began = deadline = time.monotonic()
+        deadline += self.reconnect
+        with self._mutex:
+            while True:
+                db: psycopg.Connection[Any] | None = None
+                unsure = not transaction  # whether the work may have been written
+                try:
+                    db = self._connect()
+                    if transaction:
+                        with db.transaction():
+                            result = work(db)
+                            unsure = True  # COMMIT is sent on leaving the block
+                    else:
+                        result = work(db)
+                except psycopg.Error as exc:
+                    failures += 1
+                    delay = compute_backoff(RECONNECT, failures - 1) if failures > 1 else 0.0
+                    redo = again if unsure else work
+                    if not _lost(db, exc) or redo is None or time.monotonic() + delay > deadline:
+                        what = "connect to" if db is None else verb
+                        raise StoreError(f"cannot {what} store {self.where}: {exc}") from exc
+                    work = redo
+                    log.warning("%s store %s (%s); trying again in %.2f s",
+                                "cannot connect to" if db is None else "lost the connection to", self.where,
+                                _first_line(exc), delay)
+                    time.sleep(delay)
+                    continue
+                if failures:
+                    log.warning("reconnected to store %s after %.1f s", self.where, time.monotonic() - began)
+                return result
+
+    def _live(self) -> psycopg.Connection[Any]:
+        """The connection, opened again (with backoff, `_run`) where it was lost."""
+        return self._run(lambda db: db, again=lambda db: db, transaction=False)
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
-        """One transaction under the store's lock; database errors become StoreError."""
+        """One transaction under the store's lock; database errors become StoreError. The
+        connection is opened again (`_run`) where it was lost, but the block is not done again."""
         with self._mutex:
-            db = self._connect()
+            db = self._live()
             try:
                 with db.transaction():
                     yield db
@@ -291,20 +424,19 @@ class PostgresStore:
                 raise StoreError(f"cannot write store {self.where}: {exc}") from exc
 
     def _all(self, statement: str, args: Any = None) -> list[Any]:
-        """Rows of one read (autocommit: a statement is its own snapshot)."""
-        with self._mutex:
-            db = self._connect()
-            try:
-                return db.execute(self._q(statement), args).fetchall()
-            except psycopg.Error as exc:
-                raise StoreError(f"cannot read store {self.where}: {exc}") from exc
+        """Rows of one read (autocommit: a statement is its own snapshot), done again after the
+        connection was lost."""
+        def read(db: psycopg.Connection[Any]) -> list[Any]:
+            return db.execute(self._q(statement), args).fetchall()
+
+        return self._run(read, again=read, transaction=False, verb="read")
 
     # -- serving: incarnations and leases -------------------------------------------------------
 
     def check_writable(self) -> None:
         """StoreError now if this role cannot write the runs (a no-row UPDATE, rolled back)."""
         with self._mutex:
-            db = self._connect()
+            db = self._live()
             try:
                 with db.transaction(force_rollback=True):
                     db.execute(self._q("UPDATE {s}.runs SET status = status WHERE id < 0"))
@@ -312,25 +444,60 @@ class PostgresStore:
                 raise StoreError(f"cannot use store {self.where}: {exc}") from exc
 
     def acquire(self) -> None:
-        """Begin an incarnation (a serve session): not exclusive, other supervisors may serve too."""
+        """Begin an incarnation (a serve session): not exclusive, other supervisors may serve too.
+        With `notify`, LISTEN first, so that nothing committed after the session reads the queue
+        goes unheard."""
+        if self.notify and self._listener is None:
+            self._listen()
         if self._incarnation is None:
             self._begin()
 
     def _begin(self) -> None:
+        """A new incarnation. Done again after a lost COMMIT: one that committed unheard is an
+        orphan row that owns no run and whose lease lapses."""
         now = time.time()
-        with self._tx() as db:
+
+        def begin(db: psycopg.Connection[Any]) -> int:
             row = db.execute(self._q(_BEGIN), (os.getpid(), socket.gethostname(), now, now)).fetchone()
-        assert row is not None
-        self._incarnation = row[0]
+            assert row is not None
+            return int(row[0])
+
+        self._incarnation = self._run(begin, again=begin)
 
     def release(self) -> None:
         """End the incarnation: whatever it still held running is rescued by the next look."""
         with self._mutex:
+            self._unlisten()
             incarnation, self._incarnation = self._incarnation, None
             if incarnation is not None:
-                with self._tx() as db:
+                def stop(db: psycopg.Connection[Any]) -> None:
                     db.execute(self._q(_STOP), (time.time(), incarnation))
                     db.execute(self._q(_CLEAR_WORKERS), (incarnation,))
+
+                self._run(stop, again=stop)
+
+    def _listen(self) -> None:
+        """Open the LISTENing connection (autocommit: a notification is delivered between
+        transactions only); on failure log it and poll until a later `changed()` tries again."""
+        self._listen_tried = time.monotonic()
+        self._polled_at = 0.0  # what was committed while nobody listened is found by a poll now
+        listener = None
+        try:
+            listener = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10,
+                                       application_name=f"{self.application_name}-listen")
+            listener.execute(self._listen_sql)
+        except psycopg.Error as exc:
+            if listener is not None:
+                listener.close()
+            log.warning("cannot LISTEN on store %s (%s): polling meanwhile", self.where, _first_line(exc))
+            return
+        self._listener = listener
+
+    def _unlisten(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                listener.close()
 
     @property
     def incarnation(self) -> int | None:
@@ -352,25 +519,35 @@ class PostgresStore:
     # -- the Store contract ---------------------------------------------------------------------
 
     def insert(self, runs: list[NewRun], now: float) -> list[tuple[int, bool]]:
+        """(See `Store.insert`.) Not done again after a lost COMMIT (`_run`): the runs might be
+        stored twice; the caller gets the StoreError and may look for them (by key)."""
         if not runs:
             return []
-        with self._tx() as db:
-            if not any(r.key or r.unique_key for r in runs):
-                if len(runs) == 1:
-                    r = runs[0]
-                    row = db.execute(self._q(_INSERT + "RETURNING id"), (
-                        r.job, r.input, r.priority, r.max_attempts, r.timeout, now, r.scheduled_at or now, r.version,
-                        None, None, r.rerun_of)).fetchone()
-                    assert row is not None
-                    return [(row[0], True)]
-                made = db.execute(self._q(_INSERT_MANY), (
+        return self._run(lambda db: self._insert(db, runs, now))
+
+    def _insert(self, db: psycopg.Connection[Any], runs: list[NewRun], now: float) -> list[tuple[int, bool]]:
+        # children are keyed; a batch with tenants or metadata goes row by row (the batch statement has neither)
+        if not any(r.key or r.unique_key or r.parent_id or (len(runs) > 1 and (r.tenant or r.metadata)) for r in runs):
+            if len(runs) == 1:
+                r = runs[0]
+                row = db.execute(self._q(_INSERT + "RETURNING id"), (
+                    r.job, r.input, r.priority, r.max_attempts, r.timeout, now, r.scheduled_at or now, r.version,
+                    None, None, r.rerun_of, r.parent_id, r.tenant, r.metadata)).fetchone()
+                assert row is not None
+                made = [(row[0], True)]
+            else:
+                rows = db.execute(self._q(_INSERT_MANY), (
                     now, [r.job for r in runs], [r.input for r in runs], [r.priority for r in runs],
                     [r.max_attempts for r in runs], [r.timeout for r in runs],
                     [r.scheduled_at or now for r in runs], [r.version for r in runs],
                     [r.rerun_of for r in runs])).fetchall()
                 # ids are drawn in the rows' order, so their order is the rows' order
-                return [(run_id, True) for run_id in sorted(row[0] for row in made)]
-            return [self._insert_one(db, run, now) for run in runs]
+                made = [(run_id, True) for run_id in sorted(row[0] for row in rows)]
+        else:
+            made = [self._insert_one(db, run, now) for run in runs]
+        if self.notify and any(created for _, created in made):
+            db.execute(self._notify_sql)
+        return made
 
     def _insert_one(self, db: psycopg.Connection[Any], run: NewRun, now: float) -> tuple[int, bool]:
         """A keyed or unique run, inside the batch's transaction. The unique indexes decide
@@ -395,7 +572,7 @@ class PostgresStore:
                 row = db.execute(self._q(_INSERT + "ON CONFLICT DO NOTHING RETURNING id"), (
                     run.job, run.input, run.priority, run.max_attempts, run.timeout, now, run.scheduled_at or now,
                     run.version, run.key, run.unique_key, replaced if replaced is not None else run.rerun_of,
-                )).fetchone()
+                    run.parent_id, run.tenant, run.metadata)).fetchone()
                 if row is None:
                     raise psycopg.Rollback()  # a key or live unique key taken meanwhile: look again
                 made = row[0]
@@ -404,56 +581,80 @@ class PostgresStore:
         raise StoreError(f"cannot write store {self.where}: the key of a {run.job!r} run kept changing hands")
 
     def steps(self, run_id: int) -> dict[str, str]:
-        return dict(self._all("SELECT name, value FROM {s}.steps WHERE run_id = %s", (run_id,)))
+        return dict(self._all(f"SELECT name, value FROM {{s}}.steps WHERE run_id = %s {BY_POSITION}", (run_id,)))
 
     def commit(self, changes: Changes, now: float) -> set[int]:
-        lost: set[int] = set()
+        """(See `Store.commit`.) Done again on a new connection after the connection was lost
+        (`_run`): before COMMIT the transaction rolled back, so the same changes apply as they
+        would have; after a lost COMMIT they may be written already, and they are made so that
+        applying them twice is right. Every write but the claim is conditional on the state it
+        moves from (the fence, `status IN (...)`) or an upsert, so the second time it does
+        nothing; the claim counts the runs the lost COMMIT claimed for us as won
+        (`_CLAIM_AGAIN`), so none is left running with no worker. What the fence refuses then is
+        logged as possibly our own writes."""
         if changes.status is not None and self._incarnation is None:
             self._begin()  # a status write is a serve session's: give it an incarnation
         owner = self._incarnation
-        rescued: list[int] = []
-        with self._tx() as db:
-            for run_id, version, unique_key in changes.adopts:
-                self._adopt(db, run_id, version, unique_key, now)
-            if changes.claims:
-                won = db.execute(self._q(_CLAIM), {
-                    "ids": [c[0] for c in changes.claims], "attempts": [c[1] for c in changes.claims],
-                    "now": now, "owner": owner}).fetchall()
-                lost = {c[0] for c in changes.claims} - {row[0] for row in won}
-            if changes.unclaims:
-                db.execute(self._q(_UNCLAIM), {"ids": [u[0] for u in changes.unclaims],
-                                               "attempts": [u[1] for u in changes.unclaims], "owner": owner})
-            if changes.successes:
-                s = changes.successes
-                kept = db.execute(self._q(_SUCCEED), {
-                    "ids": [x[0] for x in s], "attempts": [x[1] for x in s], "outputs": [x[2] for x in s],
-                    "pids": [x[4] for x in s], "rss": [x[5] for x in s], "now": now, "owner": owner}).fetchall()
-                if len(kept) != len(s):
-                    accepted = {row[0] for row in kept}
-                    self._rejected([success_as_finish(x, now) for x in s if x[0] not in accepted])
-            refused = [f for f in changes.finishes if not self._finish(db, f, owner)]
-            self._rejected(refused)
-            if changes.requeues:
-                db.execute(self._q(_REQUEUE), (changes.requeues,))
-            if changes.ends:
-                with db.cursor() as cursor:
-                    cursor.executemany(self._q(_END), [(status, now, kind, message, run_id)
-                                                       for run_id, status, kind, message in changes.ends])
-            if changes.steps:
-                with db.cursor() as cursor:
-                    cursor.executemany(self._q(_STEP), [{"id": run_id, "name": name, "value": value, "owner": owner}
-                                                        for run_id, name, value in changes.steps])
-            if changes.progress:
-                with db.cursor() as cursor:
-                    cursor.executemany(self._q(_PROGRESS), [
-                        {"id": run_id, "fraction": fraction, "message": message, "metadata": metadata, "owner": owner}
-                        for run_id, fraction, message, metadata in changes.progress])
-            if changes.status is not None:
-                rescued = self._beat(db, changes.status, now)
+        lost, refused, rescued = self._run(lambda db: self._apply(db, changes, now, owner, again=False),
+                                           again=lambda db: self._apply(db, changes, now, owner, again=True))
+        self._rejected(refused)
         if rescued:
             log.warning("rescued %d run(s) of supervisor(s) whose lease lapsed (%.0f s): queued again, their "
                         "attempt recorded interrupted", len(rescued), self.lease)
         return lost
+
+    def _apply(self, db: psycopg.Connection[Any], changes: Changes, now: float, owner: int | None,
+               again: bool) -> tuple[set[int], list[Finish], list[int]]:
+        """One turn's changes in the caller's transaction (`again`: after a lost COMMIT): the
+        claims lost, the finishing writes the fence refused, the runs rescued."""
+        lost: set[int] = set()
+        refused: list[Finish] = []
+        rescued: list[int] = []
+        self._wake_runs(db, changes, now)  # before the claims: a run woken in this turn may be claimed in it
+        for run_id, version, unique_key in changes.adopts:
+            self._adopt(db, run_id, version, unique_key, now)
+        if changes.claims:
+            won = db.execute(self._q(_CLAIM_AGAIN if again else _CLAIM), {
+                "ids": [c[0] for c in changes.claims], "attempts": [c[1] for c in changes.claims],
+                "now": now, "owner": owner}).fetchall()
+            lost = {c[0] for c in changes.claims} - {row[0] for row in won}
+        if changes.unclaims:
+            db.execute(self._q(_UNCLAIM), {"ids": [u[0] for u in changes.unclaims],
+                                           "attempts": [u[1] for u in changes.unclaims], "owner": owner})
+        if changes.successes:
+            s = changes.successes
+            kept = db.execute(self._q(_SUCCEED), {
+                "ids": [x[0] for x in s], "attempts": [x[1] for x in s], "outputs": [x[2] for x in s],
+                "pids": [x[4] for x in s], "rss": [x[5] for x in s], "now": now, "owner": owner}).fetchall()
+            if len(kept) != len(s):
+                accepted = {row[0] for row in kept}
+                refused += [success_as_finish(x, now) for x in s if x[0] not in accepted]
+        refused += [f for f in changes.finishes if not self._finish(db, f, owner)]
+        if changes.requeues:
+            db.execute(self._q(_REQUEUE), (changes.requeues,))
+        if changes.ends:
+            with db.cursor() as cursor:
+                cursor.executemany(self._q(_END), [(status, now, kind, message, run_id)
+                                                   for run_id, status, kind, message in changes.ends])
+        if changes.steps:
+            with db.cursor() as cursor:
+                cursor.executemany(self._q(_STEP), [{"id": run_id, "name": name, "value": value, "position": position,
+                                                     "owner": owner} for run_id, name, value, position in changes.steps])
+        self._durable_writes(db, changes, owner)
+        if changes.progress:
+            with db.cursor() as cursor:
+                cursor.executemany(self._q(_PROGRESS), [
+                    {"id": run_id, "fraction": fraction, "message": message, "metadata": metadata, "owner": owner}
+                    for run_id, fraction, message, metadata in changes.progress])
+        if changes.status is not None:
+            rescued = self._beat(db, changes.status, now)
+        if self.notify and (rescued or changes.unclaims):  # runs waiting again: other supervisors may take them
+            db.execute(self._notify_sql)
+        if again and refused:
+            log.warning("a commit whose COMMIT was lost was applied again: %d finishing write(s) refused "
+                        "(written by that COMMIT already, or no longer this supervisor's)", len(refused))
+            refused = []
+        return lost, refused, rescued
 
     def _adopt(self, db: psycopg.Connection[Any], run_id: int, version: int, unique_key: str | None,
                now: float) -> None:
@@ -517,8 +718,7 @@ class PostgresStore:
         """Rescue every run whose owner is no live incarnation (see the module docstring)."""
         total = 0
         while True:
-            with self._tx() as db:
-                rescued = self._rescue(db, now)
+            rescued = self._run(lambda db: self._rescue(db, now), again=lambda db: self._rescue(db, now))
             total += len(rescued)
             if len(rescued) < self.rescue_batch:
                 return total
@@ -526,20 +726,45 @@ class PostgresStore:
     def load_ready(self, after_id: int = 0, limit: int | None = None) -> list[Pending]:
         """Waiting runs past `after_id` in id order (at most `limit`), after the waiting runs at
         or below it that were rescued since the previous call (see the module docstring)."""
-        with self._tx() as db:
+        def read(db: psycopg.Connection[Any]) -> tuple[Any, list[Any]]:
             seen = db.execute("SELECT now()").fetchone()
+            assert seen is not None
             rescued: list[Any] = []
             if after_id > 0:  # with no call before: every rescued run still waiting
                 since = None if self._seen_at is None else self._seen_at - _seconds(RESCUE_MARGIN)
                 rescued = db.execute(self._q(_READY_RESCUED), (since, after_id)).fetchall()
-            page = db.execute(self._q(_READY_PAGE), (after_id, limit)).fetchall()
-        assert seen is not None
-        self._seen_at = seen[0]
-        return [Pending(*row) for row in rescued + page]
+            return seen[0], rescued + db.execute(self._q(_READY_PAGE), (after_id, limit)).fetchall()
+
+        self._seen_at, rows = self._run(read, again=read, verb="read")
+        return [Pending(*row) for row in rows]
 
     def changed(self) -> bool:
-        """Always True: the poll (load_ready past the scan pointer) is cheap and is the truth."""
-        return True
+        """Whether to poll now (`load_ready` past the scan pointer). With a LISTENing connection:
+        when notifications came (drained without waiting), else once per `SLOW_POLL` seconds,
+        the truth that a lost notification cannot stall. Without one (`notify=False`, not
+        serving, or the connection broke: notifications may have been missed): at every call,
+        trying to LISTEN again once per `SLOW_POLL` while serving."""
+        if not self.notify or self._incarnation is None:
+            return True
+        with self._mutex:
+            now = time.monotonic()
+            listener = self._listener
+            if listener is None or listener.closed or listener.broken:
+                self._unlisten()
+                if now - self._listen_tried >= SLOW_POLL:
+                    self._listen()
+                return True
+            try:
+                notified = any(True for _ in listener.notifies(timeout=0))
+            except psycopg.Error as exc:
+                log.warning("lost the LISTENing connection to store %s (%s): polling until it is back",
+                            self.where, _first_line(exc))
+                self._unlisten()
+                return True
+            if notified or now - self._polled_at >= SLOW_POLL:
+                self._polled_at = now
+                return True
+            return False
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -560,12 +785,13 @@ class PostgresStore:
                     record.attempt_log.append(Attempt(record.attempts, record.started_at or 0.0, record.finished_at,
                                                       Outcome.SUCCEEDED, worker_pid=pid, peak_rss=rss))
                 record.steps = {name: json.loads(value) for name, value in
-                                self._all("SELECT name, value FROM {s}.steps WHERE run_id = %s", (run_id,))}
+                                self._all(f"SELECT name, value FROM {{s}}.steps WHERE run_id = %s {BY_POSITION}",
+                                          (run_id,))}
         return record
 
     def runs(
         self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50, offset: int = 0,
-        since: float | None = None,
+        since: float | None = None, tenant: str | None = None,
     ) -> list[RunRecord]:
         where: list[str] = []
         args: list[Any] = []
@@ -578,6 +804,9 @@ class PostgresStore:
         if job is not None:
             where.append("job = %s")
             args.append(job)
+        if tenant is not None:
+            where.append("tenant = %s")
+            args.append(tenant)
         sql = f"SELECT {_RUN_COLUMNS} FROM {{s}}.runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -585,8 +814,15 @@ class PostgresStore:
         return [_record(row) for row in self._all(sql, (*args, limit, offset))]
 
     def cancel_queued(self, run_id: int, now: float) -> bool:
-        with self._tx() as db:
-            return db.execute(self._q(_CANCEL), (now, run_id)).rowcount == 1
+        """(See `Store.cancel_queued`.) Not done again after a lost COMMIT: its answer would be
+        wrong (False for a run that the lost COMMIT did cancel)."""
+        def cancel(db: psycopg.Connection[Any]) -> bool:
+            cancelled = db.execute(self._q(_CANCEL), (now, run_id)).rowcount == 1
+            if cancelled and self.notify:  # a supervisor holding it queued drops it at once
+                db.execute(self._notify_sql)
+            return cancelled
+
+        return self._run(cancel)
 
     def counts(self) -> dict[str, dict[str, int]]:
         result: dict[str, dict[str, int]] = {}
@@ -630,10 +866,12 @@ class PostgresStore:
         if not wanted:
             return 0
         total = 0
+        def purge(db: psycopg.Connection[Any]) -> int:
+            row = db.execute(self._q(_PURGE), (wanted, older_than, batch)).fetchone()
+            return row[0] if row else 0
+
         while True:
-            with self._tx() as db:  # one short transaction per batch
-                row = db.execute(self._q(_PURGE), (wanted, older_than, batch)).fetchone()
-            count = row[0] if row else 0
+            count = self._run(purge, again=purge)  # one short transaction per batch
             total += count
             if count < batch:
                 return total
@@ -643,7 +881,7 @@ class PostgresStore:
         return rows[0][0] if rows else None
 
     def record_jobs(self, jobs: list[JobInfo]) -> None:
-        with self._tx() as db:
+        def record(db: psycopg.Connection[Any]) -> None:
             for j in jobs:
                 db.execute(self._q(
                     "INSERT INTO {s}.jobs (name, version, min_version, cron, options, recorded_at) "
@@ -652,14 +890,18 @@ class PostgresStore:
                     "recorded_at = EXCLUDED.recorded_at"),
                     (j.name, j.version, j.min_version, j.cron, json.dumps(j.options), j.recorded_at))
 
+        self._run(record, again=record)
+
     def jobs(self) -> list[JobInfo]:
         rows = self._all("SELECT name, version, min_version, cron, options, recorded_at FROM {s}.jobs ORDER BY name")
         return [JobInfo(name, version, low, cron, json.loads(options), at) for name, version, low, cron, options, at
                 in rows]
 
     def set_cron(self, job: str, tick: float) -> None:
-        with self._tx() as db:
+        def write(db: psycopg.Connection[Any]) -> None:
             db.execute(self._q(_SET_CRON), (job, tick))
+
+        self._run(write, again=write)
 
     def close(self) -> None:
         with self._mutex:
@@ -669,6 +911,7 @@ class PostgresStore:
                         self.release()
             finally:
                 self._incarnation = None
+                self._unlisten()
                 if self._db is not None:
                     self._db.close()
                     self._db = None
@@ -682,7 +925,7 @@ def _seconds(value: float) -> Any:
 
 def _record(row: tuple[Any, ...]) -> RunRecord:
     return RunRecord(row[0], row[1], RunStatus(row[2]), *row[3:18], json.loads(row[18]) if row[18] else {},  # type: ignore[call-arg]
-                     *row[19:])
+                     *row[19:24], wait_of(row[24]), row[25])
 
 
 __all__ = ["VERSION", "PostgresStore"]

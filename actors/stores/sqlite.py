@@ -47,6 +47,7 @@ from .base import (
     interrupted_message,
     success_as_finish,
 )
+from .sqlite_durable import _BY_POSITION, DurableSQLite
 from .sqlite_file import APPLICATION_ID, create, inspect, newer, upgrade
 
 # Inputs over LARGE_INPUT characters live in their own table, so that the status updates of a
@@ -56,7 +57,7 @@ _INPUT = "coalesce(input, (SELECT l.input FROM large_inputs AS l WHERE l.run_id 
 _RUN_COLUMNS = (
     f"id, job, status, {_INPUT}, output, priority, attempts, max_attempts, timeout, created_at, "
     "scheduled_at, started_at, finished_at, error_type, message, traceback, progress, progress_message, metadata, "
-    "version, key, rerun_of"
+    "version, key, rerun_of, parent_id, tenant, wait, current_step"
 )
 _READY_COLUMNS = f"id, job, {_INPUT}, priority, attempts, free_attempts, max_attempts, timeout, scheduled_at, status, version"
 
@@ -110,7 +111,7 @@ def _claim(ids: list[int], now: float) -> tuple[str, tuple[Any, ...]]:
     return f"{head}id IN (SELECT value FROM json_each(?)){tail}", (now, _json(ids))
 
 
-class SQLiteStore:
+class SQLiteStore(DurableSQLite):
     """A `Store` in one SQLite file. The serving lock is taken by `acquire()` (a supervisor's
     `serve()`) or at once with `lock=True`, and let go by `release()` or `close()`.
 
@@ -239,9 +240,11 @@ class SQLiteStore:
 
     def insert(self, runs: list[NewRun], now: float) -> list[tuple[int, bool]]:
         sql = ("INSERT INTO runs (job, status, input, priority, max_attempts, timeout, created_at, scheduled_at, "
-               "version, key, unique_key, rerun_of) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+               "version, key, unique_key, parent_id, tenant, metadata, rerun_of) "
+               "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         rows = [(r.job, r.input if len(r.input) <= LARGE_INPUT else None, r.priority, r.max_attempts, r.timeout, now,
-                 r.scheduled_at or now, r.version, r.key, r.unique_key, r.rerun_of) for r in runs]
+                 r.scheduled_at or now, r.version, r.key, r.unique_key, r.parent_id, r.tenant, r.metadata, r.rerun_of)
+                for r in runs]
         db = self._db
         plain = not any(r.key or r.unique_key or len(r.input) > LARGE_INPUT for r in runs)
         if plain and len(rows) == 1:
@@ -265,13 +268,23 @@ class SQLiteStore:
             for run, row in zip(runs, rows, strict=True):
                 existing: Any = None
                 replaced: int | None = None
-                if run.key is not None:
+                rerun_of: int | None = None
+                if run.debounce and run.key is not None:  # see `Store.insert`
+                    existing = db.execute("SELECT id FROM runs WHERE job=? AND key=? AND status='queued' AND attempts=0 "
+                                          "AND scheduled_at>?", (run.job, run.key, now)).fetchone()
+                    if existing is not None:
+                        self._debounced(existing[0], run)
+                    else:  # none, or it is due, started or ended: a new burst, a new run takes the key
+                        held = db.execute("SELECT id FROM runs WHERE job=? AND key=?", (run.job, run.key)).fetchone()
+                        replaced = held[0] if held is not None else None
+                elif run.key is not None:
                     existing = db.execute("SELECT id, status FROM runs WHERE job=? AND key=?", (run.job, run.key)).fetchone()
                     if existing is not None and run.rerun and RunStatus(existing[1]) in run.rerun & TERMINAL:
                         replaced, existing = existing[0], None  # a rerun (see `Store.insert`)
+                        rerun_of = replaced
                 if existing is None and run.unique_key is not None:
                     existing = db.execute(
-                        "SELECT id FROM runs WHERE job=? AND unique_key=? AND status IN ('queued', 'running', 'retrying')",
+                        "SELECT id FROM runs WHERE job=? AND unique_key=? AND status IN ('queued', 'running', 'retrying', 'waiting')",
                         (run.job, run.unique_key),
                     ).fetchone()
                 if existing is not None:
@@ -279,24 +292,41 @@ class SQLiteStore:
                     continue
                 if replaced is not None:  # the key moves to the new run
                     db.execute("UPDATE runs SET key=NULL WHERE id=?", (replaced,))
-                run_id = db.execute(sql, row if replaced is None else (*row[:-1], replaced)).lastrowid
+                run_id = db.execute(sql, row if rerun_of is None else (*row[:-1], rerun_of)).lastrowid
                 if row[1] is None:
                     db.execute("INSERT INTO large_inputs (run_id, input) VALUES (?, ?)", (run_id, run.input))
                 result.append((run_id, True))
             return result
 
+    def _debounced(self, run_id: int, run: NewRun) -> None:
+        """The queued run `run_id` takes a later debounced submit's input and due time (inside
+        `insert`'s transaction)."""
+        db = self._db
+        large = len(run.input) > LARGE_INPUT
+        db.execute("UPDATE runs SET input=?, scheduled_at=?, priority=?, timeout=?, metadata=?, tenant=? WHERE id=?",
+                   (None if large else run.input, run.scheduled_at, run.priority, run.timeout, run.metadata,
+                    run.tenant, run_id))
+        if large:
+            db.execute("INSERT OR REPLACE INTO large_inputs (run_id, input) VALUES (?, ?)", (run_id, run.input))
+        else:
+            db.execute("DELETE FROM large_inputs WHERE run_id=?", (run_id,))
+
     def steps(self, run_id: int) -> dict[str, str]:
         with self._mutex:
-            return dict(self._db.execute("SELECT name, value FROM steps WHERE run_id=?", (run_id,)).fetchall())
+            return dict(self._db.execute(f"SELECT name, value FROM steps WHERE run_id=? {_BY_POSITION}",
+                                         (run_id,)).fetchall())
 
     def commit(self, changes: Changes, now: float) -> set[int]:
         db = self._db
         lost: set[int] = set()
         with self._write():
+            if changes.wakes:  # before the claims: a run woken in this turn may be claimed in it
+                db.execute("UPDATE runs SET status='queued', wait=NULL, scheduled_at=? WHERE id IN "
+                           "(SELECT value FROM json_each(?)) AND status='waiting'", (now, _json(changes.wakes)))
             for run_id, version, unique_key in changes.adopts:
                 if unique_key is not None and db.execute(
                     "SELECT 1 FROM runs AS o, runs AS r WHERE r.id=?1 AND o.job=r.job AND o.unique_key=?2 "
-                    "AND o.status IN ('queued', 'running', 'retrying') AND o.id<>?1", (run_id, unique_key),
+                    "AND o.status IN ('queued', 'running', 'retrying', 'waiting') AND o.id<>?1", (run_id, unique_key),
                 ).fetchone():
                     db.execute("UPDATE runs SET status='cancelled', finished_at=?, error_type='DuplicateRun', "
                                "message=? WHERE id=? AND status IN ('queued', 'retrying')", (now, DUPLICATE, run_id))
@@ -345,6 +375,8 @@ class SQLiteStore:
                         db.execute(_INSERT_ATTEMPT, (f.run_id, f.attempt, f.started_at, f.finished_at, f.outcome,
                                                      f.error_type, f.message, f.traceback, f.worker_pid, f.exit_code,
                                                      f.signal, f.peak_rss))
+            if changes.suspends:
+                self._suspend(changes.suspends)
             if changes.requeues:
                 db.execute(
                     "UPDATE runs SET status='queued' WHERE id IN (SELECT value FROM json_each(?)) AND status='retrying'",
@@ -357,7 +389,14 @@ class SQLiteStore:
                     [(status, now, kind, message, run_id) for run_id, status, kind, message in changes.ends],
                 )
             if changes.steps:
-                db.executemany("INSERT OR REPLACE INTO steps (run_id, name, value) VALUES (?, ?, ?)", changes.steps)
+                db.executemany("INSERT INTO steps (run_id, name, value, position) VALUES (?, ?, ?, ?) ON CONFLICT "
+                               "DO UPDATE SET value=excluded.value, position=coalesce(excluded.position, position)",
+                               changes.steps)
+            if changes.current_steps:
+                db.executemany("UPDATE runs SET current_step=?2 WHERE id=?1 AND status='running'", changes.current_steps)
+            if changes.handled_events:
+                db.execute("UPDATE events SET handled=1 WHERE id IN (SELECT value FROM json_each(?))",
+                           (_json(changes.handled_events),))
             if changes.progress:
                 db.executemany(
                     "UPDATE runs SET progress=coalesce(?1, progress), progress_message=coalesce(?2, progress_message), "
@@ -399,7 +438,7 @@ class SQLiteStore:
     def load_ready(self, after_id: int = 0, limit: int | None = None) -> list[Pending]:
         with self._mutex:
             rows = self._db.execute(
-                f"SELECT {_READY_COLUMNS}, {_LAST_INTERRUPTED.format(number='attempts')} "
+                f"SELECT {_READY_COLUMNS}, {_LAST_INTERRUPTED.format(number='attempts')}, tenant "
                 "FROM runs WHERE status IN ('queued', 'retrying') AND id > ? ORDER BY id LIMIT ?",
                 (after_id, -1 if limit is None else limit),
             ).fetchall()
@@ -433,18 +472,22 @@ class SQLiteStore:
                     record.attempt_log.append(Attempt(record.attempts, record.started_at or 0.0, record.finished_at,
                                                       Outcome.SUCCEEDED, worker_pid=pid, peak_rss=rss))
                 record.steps = {name: json.loads(value) for name, value in
-                                self._db.execute("SELECT name, value FROM steps WHERE run_id=?", (run_id,))}
+                                self._db.execute(f"SELECT name, value FROM steps WHERE run_id=? {_BY_POSITION}",
+                                                 (run_id,))}
         return record
 
     def runs(
         self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50, offset: int = 0,
-        since: float | None = None,
+        since: float | None = None, tenant: str | None = None,
     ) -> list[RunRecord]:
         where: list[str] = []
         args: list[Any] = []
         if since is not None:
             where.append("created_at>=?")
             args.append(since)
+        if tenant is not None:
+            where.append("tenant=?")  # the runs_tenant index
+            args.append(tenant)
         if status is not None:
             where.append("status=?")
             args.append(str(RunStatus(status)))
@@ -462,8 +505,9 @@ class SQLiteStore:
     def cancel_queued(self, run_id: int, now: float) -> bool:
         with self._write():
             cursor = self._db.execute(
-                "UPDATE runs SET status='cancelled', finished_at=?, error_type='RunCancelled', "
-                "message='cancelled before it started' WHERE id=? AND status IN ('queued', 'retrying')",
+                "UPDATE runs SET status='cancelled', finished_at=?, error_type='RunCancelled', wait=NULL, "
+                "message=CASE status WHEN 'waiting' THEN 'cancelled while waiting' ELSE 'cancelled before it started' "
+                "END WHERE id=? AND status IN ('queued', 'retrying', 'waiting')",
                 (now, run_id),
             )
         return cursor.rowcount == 1
@@ -560,7 +604,7 @@ class SQLiteStore:
 
 def _record(row: tuple[Any, ...]) -> RunRecord:
     return RunRecord(row[0], row[1], RunStatus(row[2]), *row[3:18], json.loads(row[18]) if row[18] else {},  # type: ignore[call-arg]
-                     *row[19:])
+                     *row[19:24], json.loads(row[24]) if row[24] else None, row[25])
 
 
 class _Transaction:

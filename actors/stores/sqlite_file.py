@@ -43,7 +43,12 @@ CREATE TABLE IF NOT EXISTS runs (
     unique_key TEXT,
     worker_pid INTEGER,  -- of the succeeded attempt, which has no row in attempts
     peak_rss INTEGER,
-    rerun_of INTEGER  -- the run this one reruns: it held the key before (version 2)
+    rerun_of INTEGER,  -- the run this one reruns: it held the key before (version 2)
+    -- version 5: durable execution and tenants
+    parent_id INTEGER,  -- the run that invoked or dispatched this one
+    tenant TEXT,  -- given at submit: filterable, a limit's key
+    wait TEXT,  -- JSON: what a waiting run waits for (a time, runs, an event)
+    current_step TEXT  -- the step the running attempt is in
 );
 -- a key names one run at a time: a rerun takes it from the run it reruns (key set NULL there)
 CREATE UNIQUE INDEX IF NOT EXISTS runs_key ON runs(job, key) WHERE key IS NOT NULL;
@@ -56,8 +61,20 @@ CREATE TABLE IF NOT EXISTS steps (
     run_id INTEGER NOT NULL,
     name TEXT NOT NULL,
     value TEXT NOT NULL,
+    position INTEGER,  -- version 5: the record's place in the run (steps, sleeps, invokes, waits)
     PRIMARY KEY (run_id, name)
 ) WITHOUT ROWID;
+-- version 5: events (`emit`), kept EVENT_DAYS days, `handled` once a serving supervisor started
+-- their triggered runs and matched them against the waits it holds
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    handled INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_name ON events(name, id);
+CREATE INDEX IF NOT EXISTS events_unhandled ON events(id) WHERE handled = 0;
 CREATE TABLE IF NOT EXISTS cron (
     job TEXT PRIMARY KEY,
     last_tick REAL NOT NULL
@@ -113,10 +130,17 @@ CREATE TABLE IF NOT EXISTS workers (
 """
 
 # Columns later schema versions added to tables an older store already has: (table, column, type).
-ADDED_COLUMNS = (("runs", "rerun_of", "INTEGER"),)  # version 2
+ADDED_COLUMNS = (("runs", "rerun_of", "INTEGER"),  # version 2
+                 ("runs", "parent_id", "INTEGER"), ("runs", "tenant", "TEXT"), ("runs", "wait", "TEXT"),
+                 ("runs", "current_step", "TEXT"), ("steps", "position", "INTEGER"))  # version 5
 # Indexes on added columns, made after them: the runs a retry made of a run, for the dashboard
 # (only retries enter it: no cost on the hot path).
-ADDED_INDEXES = ("CREATE INDEX IF NOT EXISTS runs_rerun ON runs(rerun_of) WHERE rerun_of IS NOT NULL",)
+ADDED_INDEXES = ("CREATE INDEX IF NOT EXISTS runs_rerun ON runs(rerun_of) WHERE rerun_of IS NOT NULL",
+                 # version 5: waiting runs (read when serving starts), children, tenants: only rows
+                 # that have one enter each, so the hot path of plain runs pays nothing
+                 "CREATE INDEX IF NOT EXISTS runs_waiting ON runs(id) WHERE status = 'waiting'",
+                 "CREATE INDEX IF NOT EXISTS runs_parent ON runs(parent_id) WHERE parent_id IS NOT NULL",
+                 "CREATE INDEX IF NOT EXISTS runs_tenant ON runs(tenant, id) WHERE tenant IS NOT NULL")
 
 
 def upgrade(db: sqlite3.Connection) -> None:

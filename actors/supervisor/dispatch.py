@@ -30,13 +30,16 @@ MAX_WINDOW = 256  # runs in flight per worker at most
 MIN_ESTIMATE = 10e-6  # floor of a run's estimated cost: the pipe and bookkeeping overhead
 
 
+NO_LINE: Any = object()  # a ticket whose `Limits` line is not computed yet
+
+
 class Ticket:
     """A live run as the supervisor holds it in memory."""
 
     __slots__ = (
         "id", "job", "input", "priority", "attempts", "free", "max_attempts", "timeout", "soft_timeout",
         "claimed_at", "estimate", "waiting", "scheduled_at", "version", "steps", "cancelling", "ready", "retrying",
-        "interrupted",
+        "interrupted", "positions", "wait", "tenant", "line",
     )
 
     def __init__(self, run_id: int, job: Job[Any, Any], input: str, priority: int, attempts: int, free: int,
@@ -60,6 +63,10 @@ class Ticket:
         self.cancelling = False  # a cancel was requested while it was with a worker
         self.ready = False  # in the ready queue now (never twice)
         self.interrupted = False  # its last attempt was interrupted: another one in a row is charged
+        self.positions: dict[str, int] | None = None  # each record's position in the run (see `Context`)
+        self.wait: dict[str, Any] | None = None  # what it waits for while `waiting` (see `waits.py`)
+        self.tenant: str | None = None  # as given at submit (a `Limit(n, key="tenant")` limits by it)
+        self.line: Any = NO_LINE  # its line in `Limits` (job name, or (name, key)), computed once
 
     @property
     def charged(self) -> int:
@@ -179,36 +186,66 @@ class Estimates:
 
 
 class Limits:
-    """Per-job `concurrency` and `rate`: which ready runs may start now.
+    """Per-job `concurrency` (also per key, `Limit(n, key=...)`) and `rate`: which ready runs
+    may start now.
 
-    A run that may not start is parked in its job's line (in order) instead of going back to the
-    ready queue, so other jobs' runs flow past a limited job's backlog at no cost. The head of a
-    line is woken only when the limit that refused it can change: a finishing run of the job for
-    `concurrency` (`release`), the moment the window admits another start for `rate` (`wake_in`).
+    A run that may not start is parked in its line (in order) instead of going back to the
+    ready queue, so other jobs' runs flow past a limited job's backlog at no cost. A line is the
+    job's name, or (name, key) for a job whose concurrency is a `Limit` with a key: each key
+    has its own line and its own count of running runs, so one key's backlog never holds up
+    another key's runs. A ticket's line is computed once (`line_of`), the first time it is
+    offered; a key function that raises makes that run fail (`admit` says "error"). The head of
+    a line is woken only when the limit that refused it can change: a finishing run of its line
+    for `concurrency` (`release`), the moment the window admits another start for `rate`
+    (`wake_in`; rate is per job, so every line of the job is woken then: `heads`).
 
     `rate="N/period"` means at most N starts in any window of that period (a sliding window of
     the last N start times), never a burst above N: after an idle minute, `rate="5/s"` still
-    starts 5 runs in the first second, not more.
+    starts 5 runs in the first second, not more. `throttle=` is the same limit.
+
+    Lines and counts of keys that hold nothing are dropped, so many keys cost nothing once idle.
     """
 
     def __init__(self) -> None:
-        self.running: defaultdict[str, int] = defaultdict(int)
-        self.parked: defaultdict[str, deque[Ticket]] = defaultdict(deque)
+        self.running: defaultdict[Any, int] = defaultdict(int)  # line -> its runs with a worker
+        self.parked: dict[str, dict[Any, deque[Ticket]]] = {}  # job -> line -> parked tickets, in order
         self._starts: dict[str, deque[float]] = {}  # job -> monotonic times of its last N starts
+        self.errors: dict[int, str] = {}  # run id -> why its key could not be computed
+
+    @staticmethod
+    def line_of(ticket: Ticket) -> Any:
+        """The ticket's line: its job's name, or (name, key) for a keyed `Limit` (ValueError
+        naming the job when the key function raises)."""
+        line = ticket.line
+        if line is NO_LINE:
+            job = ticket.job
+            if job.concurrency_key is None:
+                line = job.name
+            else:
+                line = (job.name, job.limit_key(ticket.input, ticket.tenant))
+            ticket.line = line
+        return line
 
     def admit(self, ticket: Ticket, now: float) -> str | None:
         """None if the ticket may start now (it is counted); else which limit refused it,
-        "concurrency", "rate" or "line" (earlier runs of the job wait), and it is parked."""
+        "concurrency", "rate" or "line" (earlier runs of its line wait), and it is parked; or
+        "error" when its key cannot be computed (the reason in `errors`; not parked)."""
         job = ticket.job
-        line = self.parked.get(job.name)
+        try:
+            key = self.line_of(ticket)
+        except ValueError as exc:
+            self.errors[ticket.id] = str(exc)
+            return "error"
+        lines = self.parked.get(job.name)
+        line = lines.get(key) if lines else None
         if line and line[0] is not ticket:
-            line.append(ticket)  # keep the job's order: earlier runs go first
+            line.append(ticket)  # keep the line's order: earlier runs go first
             return "line"
-        if job.concurrency is not None and self.running[job.name] >= job.concurrency:
-            self._park(ticket)
+        if job.concurrency is not None and self.running[key] >= job.concurrency:
+            self._park(ticket, key)
             return "concurrency"
         if job.rate_limit is not None and self.wake_in(job, now) > 0.0:
-            self._park(ticket)
+            self._park(ticket, key)
             return "rate"
         if job.rate_limit is not None:
             count, _ = job.rate_limit
@@ -216,13 +253,22 @@ class Limits:
             starts.append(now)
         if line and line[0] is ticket:
             line.popleft()
-        self.running[job.name] += 1
+            if not line:
+                self._drop(job.name, key)
+        self.running[key] += 1
         return None
 
-    def _park(self, ticket: Ticket) -> None:
-        line = self.parked[ticket.job.name]
+    def _park(self, ticket: Ticket, key: Any) -> None:
+        line = self.parked.setdefault(ticket.job.name, {}).setdefault(key, deque())
         if not line or line[0] is not ticket:
             line.append(ticket)
+
+    def _drop(self, name: str, key: Any) -> None:
+        lines = self.parked.get(name)
+        if lines is not None:
+            lines.pop(key, None)
+            if not lines:
+                del self.parked[name]
 
     def wake_in(self, job: Job[Any, Any], now: float) -> float:
         """Seconds until the job's rate allows another start (0 if it does now)."""
@@ -236,33 +282,52 @@ class Limits:
         return max(0.0, starts[0] + period * max(1, int(count)) / count - now)
 
     def release(self, ticket: Ticket) -> Ticket | None:
-        """A run of the job left its worker; the head of the job's line if it may now try."""
-        name = ticket.job.name
-        if self.running[name] > 0:
-            self.running[name] -= 1
-        line = self.parked.get(name)
-        return line[0] if line else None
+        """A run left its worker; the head of its line if it may now try."""
+        key = ticket.line
+        if key is NO_LINE:  # never admitted here (a ticket of a limit added while it ran)
+            return None
+        running = self.running.get(key, 0)
+        if running > 1:
+            self.running[key] = running - 1
+        else:
+            self.running.pop(key, None)
+        return self.head_of(ticket)
 
     def discard(self, ticket: Ticket) -> None:
         """Forget a parked ticket (it was cancelled)."""
-        line = self.parked.get(ticket.job.name)
+        name, key = ticket.job.name, ticket.line
+        line = self.parked.get(name, {}).get(key)
         if line and ticket in line:
             line.remove(ticket)
+            if not line:
+                self._drop(name, key)
 
-    def head(self, name: str) -> Ticket | None:
-        line = self.parked.get(name)
+    def head_of(self, ticket: Ticket) -> Ticket | None:
+        """The head of the ticket's line, if any ticket is parked there."""
+        line = self.parked.get(ticket.job.name, {}).get(ticket.line)
         return line[0] if line else None
 
+    def heads(self, name: str) -> list[Ticket]:
+        """The head of each line of job `name` (one, for a job without a keyed limit)."""
+        return [line[0] for line in self.parked.get(name, {}).values() if line]
+
+    def head(self, name: str) -> Ticket | None:
+        """The head of the first line of job `name`, if any."""
+        heads = self.heads(name)
+        return heads[0] if heads else None
+
     def __len__(self) -> int:
-        return sum(len(line) for line in self.parked.values())
+        return sum(len(line) for lines in self.parked.values() for line in lines.values())
 
 
 def fill(window: Window, ready: ReadyQueue, live: dict[int, Ticket], limits: Limits, estimates: Estimates,
          claims: list[tuple[int, int]], max_runs: int | None, now: float,
-         rate_refused: Callable[[Job[Any, Any]], None]) -> list[Ticket]:
+         rate_refused: Callable[[Job[Any, Any]], None],
+         key_failed: Callable[[Ticket, str], None] | None = None) -> list[Ticket]:
     """Claim ready runs for one worker while its window has room (see the module docstring); the
     batch to send it. Each claim counts an attempt and is recorded in `claims`; a run refused by
-    its job's limits is parked there, and `rate_refused(job)` is told when the rate refused it."""
+    its job's limits is parked there, and `rate_refused(job)` is told when the rate refused it;
+    `key_failed(ticket, reason)` when its `Limit` key could not be computed (it is not claimed)."""
     inflight = window.inflight
     if window.retiring or inflight and (not window.ready or window.ahead >= TARGET_AHEAD / 2):
         return []
@@ -278,6 +343,8 @@ def fill(window: Window, ready: ReadyQueue, live: dict[int, Ticket], limits: Lim
         if ticket.job.limited and (refused := limits.admit(ticket, time.monotonic())):
             if refused == "rate":  # a concurrency refusal waits for a release instead
                 rate_refused(ticket.job)
+            elif refused == "error" and key_failed is not None:
+                key_failed(ticket, limits.errors.pop(ticket.id, "its Limit key could not be computed"))
             continue
         ticket.attempts += 1
         ticket.claimed_at = now

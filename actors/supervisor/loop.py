@@ -25,6 +25,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError, SupervisorCrashed
+from ..events import EVENT_DAYS
 from ..run import JobInfo
 from ..stores import Changes
 from .outcomes import signal_name
@@ -36,6 +37,7 @@ from .tracker import Tracker, Window
 if TYPE_CHECKING:  # the pool, processes and asyncio are imported when serving starts
     import asyncio
 
+    from ..protocol import Spawn
     from .dispatch import Ticket
     from .pool import Pool, WorkerSlot
     from .processes import ForkServers
@@ -96,6 +98,7 @@ class ServeLoop:
         self._turn_pending = False
         self._inbox: deque[list[Ticket]] = deque()  # tickets submitted from other threads
         self._inbox_armed = False
+        self._events_after = 0  # the highest event id read
         self.board = StatusBoard(sup.workers)  # what `store.workers()` and `supervisor_info()` read
         self.metrics: Any = None  # an `actors.metrics.Metrics` when metrics are served
 
@@ -146,6 +149,24 @@ class ServeLoop:
         if not self._turn_pending and self.loop is not None:
             self._turn_pending = True
             self.loop.call_soon(self._turn)
+
+    def spawn(self, window: Window, parent: Ticket, message: Spawn) -> None:
+        """A run starts a child (`ctx.invoke`, `ctx.dispatch`): store it now (its own commit:
+        the worker waits for the id), and reply."""
+        from ..protocol import Spawned
+
+        try:
+            child_id = self.sup._spawn(parent.id, message)
+            reply = Spawned(parent.id, child_id)
+        except Exception as exc:  # an unknown job, a full store: the parent's error, not ours
+            reply = Spawned(parent.id, None, f"{type(exc).__name__}: {exc}")
+        self.send(window, reply)
+
+    def cancel_run(self, run_id: int) -> None:
+        try:
+            self.sup.cancel(run_id)
+        except Exception:
+            log.exception("ctx.cancel(%d) failed", run_id)
 
     # -- other threads ---------------------------------------------------------------------------
 
@@ -295,7 +316,7 @@ class ServeLoop:
         """Read the next page of stored queued runs (ids above `after`)."""
         store, tracker = self.sup.store, self.tracker
         rows = store.load_ready(after, limit=PAGE)
-        tracker.load(rows, self.sup.jobs, store.steps)
+        tracker.load(rows, self.sup.jobs, store.steps, store.positions)
         tracker.backlog = len(rows) == PAGE
 
     def _page_in(self) -> None:
@@ -308,12 +329,31 @@ class ServeLoop:
         a backlog is being read)."""
         store = self.sup.store
         try:
-            if store.changed() and not self.tracker.backlog:
-                self._load_page(self.tracker.scanned)
+            if store.changed():
+                if not self.tracker.backlog:
+                    self._load_page(self.tracker.scanned)
+                self.read_events()
+            self.tracker.waits.recheck()
         except StoreError as exc:
             self._die(exc)
             return
         self.later(self.sup.poll_interval, self._poll_store)
+
+    def read_events(self) -> None:
+        """Events stored since the last look: wake the runs waiting for them, start the runs
+        they trigger (idempotent: the key names the event), then mark them handled."""
+        store, tracker = self.sup.store, self.tracker
+        while True:
+            events = store.new_events(self._events_after)
+            for found in events:
+                tracker.waits.on_event(found)
+                self.sup._trigger(found)
+                tracker.changes.handled_events.append(found.id)
+                self._events_after = found.id
+            if events:
+                self.wake()
+            if len(events) < 1000:
+                return
 
     # -- a session -------------------------------------------------------------------------------
 
@@ -375,6 +415,10 @@ class ServeLoop:
             store.changed()  # the poll looks for what others store from now on
             tracker.clear()
             self._load_page(0)
+            tracker.waits.store = store
+            tracker.load_waiting(store.load_waiting(), self.sup.jobs, store.steps, store.positions)
+            store.purge_events(time.time() - EVENT_DAYS * 86400)
+            self._events_after = 0
         except BaseException:
             store.release()  # a refused session keeps no lock
             raise
@@ -427,6 +471,7 @@ class ServeLoop:
             self._write_status()
             sup._cron.start()
             self.later(sup.poll_interval, self._poll_store)
+            self.read_events()  # those stored while nobody served
             if sup.max_memory is not None:
                 self.later(MEMORY_SAMPLE, self._sample_memory)
             self.wake()

@@ -149,6 +149,7 @@ class Supervisor:
         self._started_at = time.monotonic()
         self._serving = ServeLoop(self)
         self._tracker = self._serving.tracker
+        self._tracker.read_run = self.store.get  # a debounced run's stored input, when it is due
         self._cron = CronTicks([j for j in self.jobs.values() if j.cron], self.store, self._submit_tick,
                                lambda: self._serving.stage is Stage.SERVING, self._serving.later)
 
@@ -164,21 +165,24 @@ class Supervisor:
     @overload
     def submit(self, job: Job[In, Out], input: In | dict[str, Any] = ..., /, *, priority: int | None = None,
                timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
-               key: str | None = None, rerun: str | None = None, **fields: Any) -> Handle[Out]: ...
+               key: str | None = None, rerun: str | None = None, metadata: dict[str, Any] | None = None,
+               tenant: str | None = None, **fields: Any) -> Handle[Out]: ...
     @overload
     def submit(self, job: str, input: Any = ..., /, *, priority: int | None = None,
                timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
-               key: str | None = None, rerun: str | None = None, **fields: Any) -> Handle[Any]: ...
+               key: str | None = None, rerun: str | None = None, metadata: dict[str, Any] | None = None,
+               tenant: str | None = None, **fields: Any) -> Handle[Any]: ...
     def submit(self, job: Job[Any, Out] | str, input: Any = NO_INPUT, /, *, priority: int | None = None,
                timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
-               key: str | None = None, rerun: str | None = None, **fields: Any) -> Handle[Out]:
+               key: str | None = None, rerun: str | None = None, metadata: dict[str, Any] | None = None,
+               tenant: str | None = None, **fields: Any) -> Handle[Out]:
         """Validate the input and store a queued run; durable when this returns.
 
         The input is positional: a model instance, a dict, or any value of the job's input type
         (`submit(resize, 256)`, `submit(thumbnail, Thumb(src="a.jpg"))`). When there is none,
         the other keyword arguments are the input's fields: `submit(thumbnail, src="a.jpg")` is
-        `submit(thumbnail, {"src": "a.jpg"})`. `priority`, `timeout`, `delay`, `at`, `key` and `rerun`
-        are always the options: an input with a field of one of those names is submitted
+        `submit(thumbnail, {"src": "a.jpg"})`. `priority`, `timeout`, `delay`, `at`, `key`, `rerun`,
+        `metadata` and `tenant` are always the options: an input with a field of one of those names is submitted
         positionally, and giving such a keyword while submitting by keywords is a TypeError
         naming it (so is an input and keyword fields at once). A dict key the input's model does
         not know is a pydantic.ValidationError, unless the model sets `extra=` itself.
@@ -189,6 +193,9 @@ class Supervisor:
         `key`) runs again a run under the key that ended failed, timed out or cancelled: a new run
         takes the key over and the old one keeps its history (`rerun_of`); the default, None or
         "never", gives back the key's run whatever its status. A succeeded run is never rerun.
+        For a job with `debounce=`, `key` names the burst instead: a submit with the key of a
+        run that is still queued and not due replaces that run's input and pushes its start
+        back by the window, and returns its handle (see `job`).
 
         Args:
             job: the `Job`, or the name of one given to this supervisor.
@@ -200,6 +207,10 @@ class Supervisor:
             at: hold the run until this datetime (default None; not with `delay`).
             key: an idempotency key (default None).
             rerun: "failed" or None/"never" (default), as above; needs `key`.
+            metadata: a dict of JSON data stored with the run (`RunRecord.metadata`, which
+                `ctx.metadata` later merges into; default None: `{}`).
+            tenant: a non-empty str stored with the run (`RunRecord.tenant`): `runs(tenant=...)`
+                filters by it, `Limit(n, key="tenant")` limits by it (default None).
             fields: the input's fields as keywords, when `input` is not given.
 
         Returns:
@@ -208,26 +219,31 @@ class Supervisor:
         Raises:
             JobNotFound: `job` is not registered here.
             pydantic.ValidationError: the input does not validate (nothing is stored).
-            TypeError: an input and keyword fields at once, or a field named as an option.
+            TypeError: an input and keyword fields at once, a field named as an option, or
+                `metadata` that is not a dict of JSON data.
+            ValueError: a `tenant` that is not a non-empty str, or a debounced job without `key`.
         """
         if input is NO_INPUT or fields:
             input = submitted_input(self._resolve(job), input, fields,
                                     {"priority": priority, "timeout": timeout, "delay": delay, "at": at, "key": key,
-                                     "rerun": rerun})
+                                     "rerun": rerun, "metadata": metadata, "tenant": tenant})
         return self.submit_many(job, [input], priority=priority, timeout=timeout, delay=delay, at=at,
-                                keys=None if key is None else [key], rerun=rerun)[0]
+                                keys=None if key is None else [key], rerun=rerun, metadata=metadata, tenant=tenant)[0]
 
     @overload
     def submit_many(self, job: Job[In, Out], inputs: Iterable[In | dict[str, Any]], *, priority: int | None = None,
                     timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
-                    keys: list[str] | None = None, rerun: str | None = None) -> list[Handle[Out]]: ...
+                    keys: list[str] | None = None, rerun: str | None = None, metadata: dict[str, Any] | None = None,
+                    tenant: str | None = None) -> list[Handle[Out]]: ...
     @overload
     def submit_many(self, job: str, inputs: Iterable[Any], *, priority: int | None = None,
                     timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
-                    keys: list[str] | None = None, rerun: str | None = None) -> list[Handle[Any]]: ...
+                    keys: list[str] | None = None, rerun: str | None = None, metadata: dict[str, Any] | None = None,
+                    tenant: str | None = None) -> list[Handle[Any]]: ...
     def submit_many(self, job: Job[Any, Out] | str, inputs: Iterable[Any], *, priority: int | None = None,
                     timeout: Duration | None = None, delay: Duration | None = None, at: datetime | None = None,
-                    keys: list[str] | None = None, rerun: str | None = None) -> list[Handle[Out]]:
+                    keys: list[str] | None = None, rerun: str | None = None, metadata: dict[str, Any] | None = None,
+                    tenant: str | None = None) -> list[Handle[Out]]:
         """Like `submit`, for a batch stored in one transaction (all or nothing).
 
         Args:
@@ -239,6 +255,8 @@ class Supervisor:
             at: hold every run until this datetime.
             keys: one idempotency key per input (default None), as `submit`'s `key`.
             rerun: as in `submit`: "failed" reruns the key's run that ended without success.
+            metadata: a dict of JSON data stored with every run, as in `submit`.
+            tenant: the tenant of every run, as in `submit`.
 
         Returns:
             One `Handle` per input, in order.
@@ -246,10 +264,12 @@ class Supervisor:
         Raises:
             JobNotFound: `job` is not registered here.
             pydantic.ValidationError: an input does not validate (nothing is stored).
+            TypeError: bad `metadata`, as in `submit` (nothing is stored).
+            ValueError: a bad `tenant`, or a debounced job without `keys` (nothing is stored).
         """
         found = self._resolve(job)
         rows = new_runs(found, inputs, time.time(), default_attempts=self.default_retry.attempts, priority=priority,
-                        timeout=timeout, delay=delay, at=at, keys=keys, rerun=rerun)
+                        timeout=timeout, delay=delay, at=at, keys=keys, rerun=rerun, metadata=metadata, tenant=tenant)
         return self._store_runs(found, rows)
 
     def _store_runs(self, found: Job[Any, Out], rows: list[NewRun]) -> list[Handle[Out]]:
@@ -261,6 +281,10 @@ class Supervisor:
             tickets = self._tracker.new_tickets(found, rows, stored, now)
             if tickets:
                 self._serving.hand_over(tickets)
+            if found.debounce is not None:  # a run that took a later input: its ticket follows
+                for (run_id, created), row in zip(stored, rows, strict=True):
+                    if not created:  # after the hand-over above: the loop's thread takes them in order
+                        self._serving.call(self._tracker.debounced, run_id, row)
         return [Handle(self, run_id, found) for run_id, _ in stored]
 
     def _submit_tick(self, found: Job[Any, Any], tick: float) -> None:
@@ -268,6 +292,49 @@ class Supervisor:
         row = NewRun(found.name, found.validate_input({}), found.priority, self.policies[found.name].attempts,
                      None, 0.0, found.version, f"cron:{tick:.0f}")
         self._store_runs(found, [row])
+
+    def _spawn(self, parent_id: int, message: Any) -> int:
+        """Store a child run for `ctx.invoke`/`ctx.dispatch` (the loop's thread); its id. The key
+        makes a replay (or a cached invoke) give back the run made the first time."""
+        found = self._resolve(message.job)
+        scheduled = time.time() + message.delay if message.delay else 0.0
+        row = NewRun(found.name, message.input, found.priority, self.policies[found.name].attempts, found.timeout,
+                     scheduled, found.version, message.key, found.unique_key(message.input), parent_id=parent_id)
+        return self._store_runs(found, [row])[0].id
+
+    def _trigger(self, found: Any) -> None:
+        """Start the runs an event triggers (the loop's thread): one per job, keyed by the event."""
+        import json
+
+        for triggered in self.jobs.values():
+            trigger = triggered.trigger
+            if trigger is None or trigger.name != found.name:
+                continue
+            try:
+                text = triggered.validate_input(trigger.input_of(json.loads(found.payload)))
+            except Exception as exc:  # the user's transform, or an invalid input: that event starts no run
+                log.warning("event %d (%s) starts no run of %s: %s: %s", found.id, found.name, triggered.name,
+                            type(exc).__name__, exc)
+                continue
+            row = NewRun(triggered.name, text, triggered.priority, self.policies[triggered.name].attempts,
+                         triggered.timeout, 0.0, triggered.version, f"event:{found.id}", triggered.unique_key(text))
+            self._store_runs(triggered, [row])
+
+    def emit(self, name: str, payload: Any = None) -> int:
+        """Store an event (durable on return): it wakes the runs waiting for it
+        (`ctx.wait_for_event`) and starts the runs of jobs it triggers (`trigger=event(name)`).
+        Returns its id.
+
+        Args:
+            name: the event's name.
+            payload: JSON data (TypeError otherwise; default None).
+        """
+        from ..events import payload_json
+
+        event_id = self.store.emit(name, payload_json(name, payload), time.time())
+        if self._serving.started():
+            self._serving.call(self._serving.read_events)
+        return event_id
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -395,7 +462,7 @@ class Supervisor:
         return read_run(self, run_id, attempts)
 
     def runs(self, status: RunStatus | str | None = None, job: str | None = None, limit: int = 50,
-             offset: int = 0) -> list[RunRecord]:
+             offset: int = 0, tenant: str | None = None) -> list[RunRecord]:
         """Stored runs, newest first, without their attempt logs.
 
         Args:
@@ -403,8 +470,11 @@ class Supervisor:
             job: only runs of the job of this name; default None: all.
             limit: at most this many runs (default 50).
             offset: skip this many of the newest first (default 0), to page.
+            tenant: only runs submitted with this `tenant=`; default None: all.
         """
-        return self.store.runs(status=status, job=job, limit=limit, offset=offset)
+        if tenant is None:  # a store without the tenant filter still answers the rest
+            return self.store.runs(status=status, job=job, limit=limit, offset=offset)
+        return self.store.runs(status=status, job=job, limit=limit, offset=offset, tenant=tenant)
 
     def stats(self) -> dict[str, Any]:
         """Counts per job and status, queue depth, runs finished per second while serving, and

@@ -12,6 +12,7 @@ process.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -19,12 +20,27 @@ from typing import Any, Protocol
 
 from ..job import Job
 from ..logs import run_extra
-from ..protocol import Assign, Cancel, Done, Failed, Logged, Order, Progress, StepDone, Stop
+from ..protocol import (
+    Assign,
+    Cancel,
+    CancelRun,
+    Done,
+    Failed,
+    Logged,
+    Order,
+    Progress,
+    Spawn,
+    StepDone,
+    StepStarted,
+    Stop,
+    Suspend,
+)
 from ..run import NewRun, Outcome, RunStatus
 from ..stores import Changes, Finish
-from ..stores.base import BY_NAME
+from ..stores.base import BY_NAME, Suspension, Waiting
 from .dispatch import Estimates, Limits, Policy, ReadyQueue, Ticket, Window, fill
 from .outcomes import ERROR_TYPES, PolicyFailed, describe_death, settle
+from .waits import Waits
 
 log = logging.getLogger("actors")
 
@@ -42,6 +58,8 @@ class Effects(Protocol):
     def emit(self, event: str, ticket: Ticket) -> None: ...
     def notify(self, run_id: int) -> None: ...
     def wake(self) -> None: ...
+    def spawn(self, window: Window, parent: Ticket, message: Spawn) -> None: ...
+    def cancel_run(self, run_id: int) -> None: ...
 
 
 class Tracker:
@@ -66,18 +84,26 @@ class Tracker:
         self.backlog = False  # stored runs past `scanned` wait to be read (see `loop.PAGE`)
         self.completed = 0
         self.kills = {"timeout": 0, "memory": 0, "cancel": 0}  # workers killed by us, by reason
+        self.waits = Waits(self)
+        # reads a stored run (`Store.get`): a debounced run's input and due time when it is due
+        self.read_run: Callable[[int], Any] | None = None
 
     # -- runs arriving ----------------------------------------------------------------------
 
     def new_tickets(self, found: Job[Any, Any], rows: list[NewRun], stored: list[tuple[int, bool]],
                     now: float) -> list[Ticket]:
         """Tickets for runs just stored by a submit (any thread; they are queued by `enqueue`)."""
-        timeout = rows[0].timeout if rows and rows[0].timeout is not None else self.policies[found.name].timeout
-        return [Ticket(run_id, found, row.input, row.priority, 0, 0, row.max_attempts or 1, timeout,
-                       row.scheduled_at or now, row.version)
-                for (run_id, created), row in zip(stored, rows, strict=True) if created]
+        timeout = self.policies[found.name].timeout
+        tickets = [Ticket(run_id, found, row.input, row.priority, 0, 0, row.max_attempts or 1,
+                          timeout if row.timeout is None else row.timeout, row.scheduled_at or now, row.version)
+                   for (run_id, created), row in zip(stored, rows, strict=True) if created]
+        if rows and rows[0].tenant is not None:
+            for ticket in tickets:
+                ticket.tenant = rows[0].tenant  # one tenant per submit
+        return tickets
 
-    def load(self, rows: Iterable[Any], jobs: dict[str, Job[Any, Any]], steps: Callable[[int], dict[str, str]]) -> None:
+    def load(self, rows: Iterable[Any], jobs: dict[str, Job[Any, Any]], steps: Callable[[int], dict[str, str]],
+             positions: Callable[[int], dict[str, int]] | None = None) -> None:
         """Tickets for stored queued/retrying runs (at start, and those other processes added)."""
         tickets = []
         ends = self.changes.ends
@@ -99,8 +125,11 @@ class Tracker:
                 self.changes.adopts.append((row.id, version, _unique_key(found, row)))
             ticket = Ticket(row.id, found, row.input, row.priority, row.attempts, row.free_attempts, attempts, timeout,
                             row.scheduled_at, version)
+            ticket.tenant = getattr(row, "tenant", None)
             if row.attempts:
                 ticket.steps = steps(row.id) or None
+                if ticket.steps and positions is not None:
+                    ticket.positions = positions(row.id) or None
             ticket.retrying = row.status == RunStatus.RETRYING
             ticket.interrupted = row.interrupted
             if row.attempts and ticket.charged >= attempts:  # recover() charged a second interruption
@@ -111,9 +140,28 @@ class Tracker:
             tickets.append(ticket)
         self.enqueue(tickets)
 
+    def load_waiting(self, rows: list[Waiting], jobs: dict[str, Job[Any, Any]], steps: Callable[[int], dict[str, str]],
+                     positions: Callable[[int], dict[str, int]]) -> None:
+        """Tickets for the stored waiting runs, when serving starts: each waits here again."""
+        for waiting in rows:
+            row = waiting.pending
+            found = jobs.get(row.job)
+            if found is None or row.id in self.tickets:
+                continue  # a job not served here: it waits until a supervisor that has it serves
+            policy = self.policies[found.name]
+            ticket = Ticket(row.id, found, row.input, row.priority, row.attempts, row.free_attempts,
+                            row.max_attempts or policy.attempts, row.timeout if row.timeout is not None else policy.timeout,
+                            row.scheduled_at, row.version)
+            ticket.steps, ticket.positions = steps(row.id) or None, positions(row.id) or None
+            ticket.tenant = row.tenant
+            ticket.wait = json.loads(waiting.wait)
+            self.tickets[row.id] = ticket
+            self.waits.hold(ticket)
+
     def clear(self) -> None:
         """Forget every queued run (none runs while not serving): serving starts, and the store
         alone says what is queued (another process may have served it meanwhile)."""
+        self.waits.clear()
         self.tickets, self.ready, self.limits = {}, ReadyQueue(), Limits()
         self.unarmed, self.rate_timers, self.scanned, self.backlog = [], {}, 0, False
 
@@ -148,6 +196,11 @@ class Tracker:
 
     def due(self, ticket: Ticket) -> None:
         ticket.waiting = None
+        if ticket.wait is not None:  # a sleep is over, or a wait timed out
+            self.waits.due(ticket)
+            return
+        if ticket.job.debounce is not None and self._debounce_moved(ticket):
+            return
         if ticket.retrying:  # its backoff is over: retrying -> queued, in this turn's transaction
             ticket.retrying = False
             self.changes.requeues.append(ticket.id)
@@ -168,8 +221,8 @@ class Tracker:
                 ticket.waiting = None
                 self.unarmed.append(ticket)
         self.rate_timers.clear()  # their parked runs try again when serving resumes
-        for name in self.limits.parked:
-            if (head := self.limits.head(name)) is not None:
+        for name in list(self.limits.parked):
+            for head in self.limits.heads(name):
                 self.ready.push(head)
 
     # -- the turn ---------------------------------------------------------------------------
@@ -182,7 +235,7 @@ class Tracker:
             if not self.ready:
                 break
             batch = fill(window, self.ready, self.tickets, self.limits, self.estimates, self.changes.claims,
-                         self.max_runs_per_worker, now, self._when_admissible)
+                         self.max_runs_per_worker, now, self._when_admissible, self._limit_key_failed)
             if batch:
                 sends.append((window, batch))
         return sends
@@ -203,8 +256,8 @@ class Tracker:
                     continue
             if window.inflight and window.inflight[0] is batch[0]:
                 self.start_head(window)
-            effects.send(window, Assign([Order(t.id, t.attempts, t.job.name, t.input, t.soft_timeout, t.steps)
-                                         for t in batch]))
+            effects.send(window, Assign([Order(t.id, t.attempts, t.job.name, t.input, t.soft_timeout, t.steps,
+                                               t.positions) for t in batch]))
             if effects.listening:
                 for ticket in batch:
                     effects.emit("started", ticket)
@@ -216,10 +269,14 @@ class Tracker:
             elif status is RunStatus.QUEUED:
                 self.ready.push(ticket)
                 effects.wake()
+            elif status is RunStatus.WAITING:
+                self.waits.hold(ticket)
             else:
                 self.tickets.pop(ticket.id, None)
                 self.completed += 1
                 effects.notify(ticket.id)
+                if self.waits.children:
+                    self.waits.ended(ticket.id)
             if effects.listening:
                 effects.emit(status.value, ticket)
 
@@ -251,17 +308,58 @@ class Tracker:
 
     def _unpark(self, name: str) -> None:
         self.rate_timers.pop(name, None)
-        head = self.limits.head(name)
-        if head is not None:
+        heads = self.limits.heads(name)  # the rate is per job: every key's line may try
+        for head in heads:
             self.ready.push(head)
+        if heads:
             self.effects.wake()
 
     def _released(self, ticket: Ticket) -> None:
-        """A run left its worker: a limited job's next parked run may try again."""
+        """A run left its worker: a limited job's next parked run (of its key) may try again."""
         if ticket.job.limited:
             head = self.limits.release(ticket)
             if head is not None and ticket.job.name not in self.rate_timers:
                 self.ready.push(head)
+
+    def _limit_key_failed(self, ticket: Ticket, reason: str) -> None:
+        """A run's `Limit` key function raised: that run fails, nothing else does."""
+        self.changes.ends.append((ticket.id, RunStatus.FAILED, "LimitKeyError", reason))
+        self.after.append((ticket, RunStatus.FAILED, None))
+        log.warning("run %d (%s) failed: %s", ticket.id, ticket.job.name, reason,
+                    extra=run_extra(ticket.id, ticket.job.name, ticket.attempts, None))
+
+    # -- debounce -------------------------------------------------------------------------------
+
+    def debounced(self, run_id: int, row: NewRun) -> None:
+        """A later submit of a debounced job took over the queued run `run_id` in the store
+        (its input and due time): the ticket follows, and its timer moves. A ticket that is
+        no longer waiting for its time is left alone: the store refused such an update, or
+        `due` reads the stored run anyway (the loop's thread)."""
+        ticket = self.tickets.get(run_id)
+        if ticket is None or ticket.waiting is None or ticket.attempts:
+            return
+        ticket.waiting.cancel()
+        self._follow(ticket, row.input, row.priority, row.timeout, row.tenant)
+        self.wait_until(ticket, row.scheduled_at)
+
+    def _follow(self, ticket: Ticket, input: str, priority: int, timeout: float | None, tenant: str | None) -> None:
+        ticket.input, ticket.priority, ticket.tenant = input, priority, tenant
+        ticket.timeout = self.policies[ticket.job.name].timeout if timeout is None else timeout
+
+    def _debounce_moved(self, ticket: Ticket) -> bool:
+        """A debounced run is due: take its input and due time as stored now (a later submit,
+        maybe from another process, may have replaced both); whether it waits again."""
+        if self.read_run is None or ticket.attempts:
+            return False
+        stored = self.read_run(ticket.id)
+        if stored is None or stored.status is not RunStatus.QUEUED:
+            return False  # cancelled or purged meanwhile: its claim is lost
+        self._follow(ticket, stored.input, stored.priority, stored.timeout, stored.tenant)
+        if stored.scheduled_at > time.time():
+            self.wait_until(ticket, stored.scheduled_at)
+            return True
+        ticket.scheduled_at = stored.scheduled_at
+        return False
 
     # -- a worker's window --------------------------------------------------------------------
 
@@ -334,10 +432,42 @@ class Tracker:
             if ticket.steps is None:
                 ticket.steps = {}
             ticket.steps[message.name] = message.value
-            self.changes.steps.append((message.run_id, message.name, message.value))
+            if message.position is not None:
+                if ticket.positions is None:
+                    ticket.positions = {}
+                ticket.positions[message.name] = message.position
+            self.changes.steps.append((message.run_id, message.name, message.value, message.position))
         elif kind is Progress:
             self.changes.progress.append((message.run_id, message.fraction, message.message, message.metadata))
+        elif kind is Suspend:
+            self._suspended(window, message)
+        elif kind is Spawn:
+            self.effects.spawn(window, inflight[0], message)
+        elif kind is StepStarted:
+            self.changes.current_steps.append((message.run_id, message.name))
+        elif kind is CancelRun:
+            self.effects.cancel_run(message.target)
         self.effects.wake()
+
+    def _suspended(self, window: Window, message: Suspend) -> None:
+        """The head run waits durably: its attempt ends, free, and the worker goes on."""
+        ticket = window.inflight.popleft()
+        window.ahead -= ticket.estimate
+        window.runs_done += 1
+        if ticket.cancelling:  # the cancel was asked first: the run ends here
+            self.finish(ticket, Outcome.CANCELLED, window, error_type="RunCancelled", message="cancelled while running",
+                        peak_rss=message.peak_rss)
+        else:
+            self._released(ticket)
+            ticket.free += 1
+            ticket.wait = json.loads(message.wait)
+            self.changes.suspends.append(Suspension(ticket.id, ticket.attempts, ticket.claimed_at, time.time(),
+                                                    message.wait, message.wake_at, window.pid, message.peak_rss))
+            self.after.append((ticket, RunStatus.WAITING, None))
+        self.start_head(window)
+        limit = self.max_runs_per_worker
+        if window.retiring or limit is not None and window.runs_done >= limit:
+            self.retire(window)
 
     def finish(self, ticket: Ticket, outcome: Outcome, window: Window | None, *, retryable: bool = True,
                output: str | None = None, error_type: str | None = None, message: str | None = None,
@@ -458,13 +588,14 @@ class Tracker:
     def forget(self, run_id: int) -> None:
         """A queued or waiting run was cancelled in the store: drop it here."""
         ticket = self.tickets.pop(run_id, None)
+        self.waits.dropped(run_id)
         if ticket is not None:
             self.effects.emit("cancelled", ticket)
             if ticket.waiting is not None:
                 ticket.waiting.cancel()
             if ticket.job.limited:
                 self.limits.discard(ticket)
-                head = self.limits.head(ticket.job.name)
+                head = self.limits.head_of(ticket)
                 if head is not None:
                     self.ready.push(head)
         self.effects.notify(run_id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 import resource
 import signal
@@ -22,10 +23,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..context import Context
-from ..errors import SoftTimeout
+from ..context import Context, Suspended
+from ..errors import NondeterministicRun, SoftTimeout
 from ..job import Job
-from ..protocol import Done, Failed, Order, storable
+from ..protocol import Done, Failed, Order, Suspend, storable
 from ..retry import Retry
 
 MAX_ERROR_TEXT = 64 * 1024  # characters of an error message or traceback kept
@@ -64,7 +65,7 @@ def peak_rss() -> int:
 
 
 def execute(job: Job[Any, Any], order: Order, inbox: Any, resource: Any, max_result_size: int,
-            default_retry: Retry) -> Done | Failed:
+            default_retry: Retry, jobs: dict[str, Job[Any, Any]] | None = None) -> Done | Failed | Suspend:
     """Run one attempt of `order` (a run of `job`) and describe how it ended; never raises."""
     run_id, attempt, soft_timeout = order.run_id, order.attempt, order.soft_timeout
     started = time.perf_counter()
@@ -77,7 +78,8 @@ def execute(job: Job[Any, Any], order: Order, inbox: Any, resource: Any, max_res
         return Failed(run_id, attempt, kind, f"invalid input for job {job.name!r}: {message}", text, False,
                       time.perf_counter() - started, peak_rss())
     ctx = Context(run_id, attempt, job.name, resource=resource, steps=order.steps, send=inbox.send,
-                  is_cancelled=inbox.is_cancelled, max_size=max_result_size)
+                  is_cancelled=inbox.is_cancelled, max_size=max_result_size, positions=order.positions,
+                  call=inbox.call, jobs=jobs, hooks=(job.before_step, job.after_step))
     if soft_timeout:
         signal.signal(signal.SIGALRM, _raise_soft_timeout)
         signal.setitimer(signal.ITIMER_REAL, soft_timeout)
@@ -89,6 +91,13 @@ def execute(job: Job[Any, Any], order: Order, inbox: Any, resource: Any, max_res
         result = job.fn(value, ctx) if job.takes_context else job.fn(value)
         if inspect.isawaitable(result):
             result = asyncio.run(_await(result))
+    except Suspended as suspended:  # a durable wait: not an end, and no after_run hook
+        if soft_timeout:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        if os.getpid() != pid:
+            os._exit(0)
+        return Suspend(run_id, attempt, json.dumps(suspended.wait), suspended.wake_at, time.perf_counter() - started,
+                       peak_rss())
     except BaseException as exc:  # SystemExit and KeyboardInterrupt from a job fail the run, not the worker
         error = exc
     finally:
@@ -103,7 +112,7 @@ def execute(job: Job[Any, Any], order: Order, inbox: Any, resource: Any, max_res
             ctx.log.exception("after_run hook of job %r raised", job.name)
     if error is not None:
         kind, message, text = _describe(error)
-        retryable = (job.retry or default_retry).retries_exception(error)
+        retryable = not isinstance(error, NondeterministicRun) and (job.retry or default_retry).retries_exception(error)
         if run_id in inbox.cancelled:
             kind, message, retryable = "RunCancelled", f"cancelled while running ({kind}: {message})", False
         return Failed(run_id, attempt, kind, message, text, retryable, time.perf_counter() - started, peak_rss())

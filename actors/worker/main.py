@@ -38,6 +38,7 @@ from ..protocol import (
     Order,
     Ready,
     SetupFailed,
+    Spawned,
     Stop,
     encode,
     write_frame,
@@ -139,6 +140,7 @@ class Inbox:
         self.cancelled: set[int] = set()
         self.stopping = False
         self.closed = False
+        self.replies: dict[int, Any] = {}  # run id -> the supervisor's reply to its last call
 
     def send(self, message: Any) -> None:
         """Write one whole frame, from any thread: frames of two threads never interleave."""
@@ -169,6 +171,18 @@ class Inbox:
                 self.cancelled.add(message.run_id)
             elif kind is Stop:
                 self.stopping = True
+            elif kind is Spawned:
+                self.replies[message.run_id] = message
+
+    def call(self, message: Any) -> Any:
+        """Send a request for the run `message.run_id` and wait for the supervisor's reply
+        (runs and cancels that arrive meanwhile are kept, as always)."""
+        self.send(message)
+        while message.run_id not in self.replies:
+            if self.closed:
+                raise RuntimeError("the supervisor is gone: no reply to the request of this run")
+            self.receive(block=True)
+        return self.replies.pop(message.run_id)
 
     def is_cancelled(self, run_id: int) -> bool:
         self.receive(block=False)
@@ -242,7 +256,7 @@ def _serve(inbox: Inbox, jobs: dict[str, Any], resources: dict[str, Any], max_re
             inbox.receive(block=False)
         order = pending.popleft()
         name = order.job
-        inbox.send(execute(jobs[name], order, inbox, resources.get(name), max_result_size, default_retry))
+        inbox.send(execute(jobs[name], order, inbox, resources.get(name), max_result_size, default_retry, jobs))
         _restore(home)
 
 

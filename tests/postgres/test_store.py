@@ -164,7 +164,7 @@ def test_a_lapsed_lease_makes_a_supervisors_runs_rescued_and_its_late_results_re
     assert b.commit(Changes(claims=[(first, 2)]), NOW + 4) == set()
     # a wakes up: its late results lose, whatever they say
     a.commit(Changes(successes=[(first, 1, "1", NOW + 1, 11, None), (second, 1, "1", NOW + 1, 11, None)],
-                     steps=[(first, "late", "1")], progress=[(first, 0.9, "late", None)]), NOW + 5)
+                     steps=[(first, "late", "1", 0)], progress=[(first, 0.9, "late", None)]), NOW + 5)
     a.commit(Changes(finishes=[Finish(first, 2, "failed", "failed", NOW + 1, NOW + 5, error_type="Late")]), NOW + 5)
     assert a.rejected == 3
     assert (b.get(first).status, b.get(first).attempts, b.get(first).progress) == (RunStatus.RUNNING, 2, None)

@@ -135,7 +135,7 @@ def end(store: Store, run_id: int, status: str) -> None:
         assert store.cancel_queued(run_id, NOW)
         return
     claim(store, run_id, 1)
-    store.commit(Changes(steps=[(run_id, "decode", '"pixels"')]), NOW + 1)
+    store.commit(Changes(steps=[(run_id, "decode", '"pixels"', 0)]), NOW + 1)
     fields = {"output": "1"} if status == "succeeded" else {"error_type": "OSError", "message": "missing"}
     store.commit(Changes(finishes=[finish(run_id, 1, status, **fields)]), NOW + 2)
 
@@ -508,7 +508,7 @@ def test_load_ready_gives_queued_and_retrying_runs_after_an_id_in_id_order(store
 def test_completed_steps_are_stored_per_run(store: Store):
     run_id, other = insert(store, 2)
     claim(store, run_id, 1)
-    store.commit(Changes(steps=[(run_id, "decode", '{"w": 3}'), (run_id, "resize", "[1, 2]")]), NOW + 2)
+    store.commit(Changes(steps=[(run_id, "decode", '{"w": 3}', 0), (run_id, "resize", "[1, 2]", 1)]), NOW + 2)
     assert store.steps(run_id) == {"decode": '{"w": 3}', "resize": "[1, 2]"}
     assert store.steps(other) == {}
     assert snapshot(store, run_id).steps == {"decode": {"w": 3}, "resize": [1, 2]}
@@ -563,7 +563,7 @@ def test_counts_per_job_and_status(store: Store):
 
 def test_a_stores_own_writes_do_not_count_as_changed(store: Store):
     if type(store).__name__ == "PostgresStore":
-        pytest.skip("PostgresStore.changed() is True at every poll: other hosts write without telling")
+        pytest.skip("PostgresStore.changed() is a hint (its own NOTIFYs wake it too) and a slow poll")
     store.changed()
     (run_id,) = insert(store)
     claim(store, run_id)
@@ -625,7 +625,7 @@ def test_sqlite_a_version_1_store_is_upgraded_when_opened_and_keeps_its_runs(tmp
     old.close()
     again = SQLiteStore(path)
     try:
-        assert again._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert again._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         record = again.get(run_id, attempts=True)
         assert (record.status, record.key, record.rerun_of, len(record.attempt_log)) == (RunStatus.FAILED, "k1", None, 1)
         (second, created), = again.insert([new(key="k1", rerun=GAVE_UP)], NOW + 3)
