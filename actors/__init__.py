@@ -34,7 +34,7 @@ from .events import event
 from .handle import Handle
 from .job import Job, Limit, Priority, job
 from .retry import Retry, compute_backoff, retry
-from .run import Attempt, Outcome, RunRecord, RunStatus
+from .run import Attempt, Outcome, RunRecord, RunStatus, StepRecord
 from .stores import MemoryStore, SQLiteStore, Store
 from .supervisor.supervisor import Supervisor
 
@@ -42,7 +42,7 @@ __all__ = [
     # running jobs
     "Supervisor", "job", "Job", "Context", "Retry", "retry", "Priority", "Limit", "Client", "Handle", "Child", "event",
     # records
-    "RunStatus", "Outcome", "RunRecord", "Attempt",
+    "RunStatus", "Outcome", "RunRecord", "Attempt", "StepRecord",
     # stores
     "Store", "SQLiteStore", "MemoryStore",
     # errors

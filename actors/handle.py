@@ -18,7 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import NotServing, RunCancelled, RunFailed, RunNotFound, RunTimedOut
 from .job import Job
-from .run import RunRecord, RunStatus
+from .run import RunRecord, RunStatus, StepRecord
 
 Out = TypeVar("Out")
 
@@ -110,6 +110,21 @@ class Handle(Generic[Out]):
         """The run's metadata as stored now: what `submit(..., metadata=...)` gave, merged with
         what the job attached since (`ctx.metadata`)."""
         return self.record().metadata
+
+    def waiting_for(self) -> str | None:
+        """What the run waits for while it is `waiting`, for a person (`RunRecord.waiting_for`):
+        sleeping until a time, waiting for its children, or for an event; None otherwise."""
+        return self.record().waiting_for
+
+    def children(self) -> list[Handle[Any]]:
+        """Handles of the runs this one dispatched or invoked (`ctx.dispatch`, `ctx.invoke`), in
+        order; their `result()` is plain JSON data (the job is not known from here)."""
+        return [Handle(self._owner, run_id, None) for run_id in self.record(attempts=True).children]
+
+    def steps(self) -> list[StepRecord]:
+        """The run's durable records in order (`RunRecord.step_log`): steps with their failed
+        tries, sleeps, children and waits."""
+        return self.record(attempts=True).step_log
 
     def result(self, timeout: float | None = None) -> Out:
         """Wait for the run to end and return its output (validated by the job's output type,

@@ -181,6 +181,40 @@ class Attempt:
         return " ".join(parts) + ">"
 
 
+class StepRecord(NamedTuple):
+    """One durable record of a run (`RunRecord.step_log`, `Handle.steps()`), in the order the job
+    made them.
+
+    Attributes:
+        kind: "step" (`ctx.step`), "sleep", "child" (`ctx.dispatch`/`ctx.invoke`), "wait"
+            (`ctx.wait_for`) or "event" (`ctx.wait_for_event`).
+        name: the step's or sleep's name, the child's job, the event's name ("" for a wait).
+        value: the stored JSON data: the step's value, `{"until": ...}`, the child's
+            `{"run": id, "status": ..., ...}`, the event's payload once it came.
+        failures: tries of a step that failed before this value (its own `retry`); 0 otherwise.
+        error: the last failed try's "Type: message", if any.
+    """
+
+    kind: str
+    name: str
+    value: Any
+    failures: int = 0
+    error: str | None = None
+
+    @classmethod
+    def of(cls, record: str, value: Any, failed: Any = None) -> StepRecord:
+        """A stored record by its name (see `RunRecord.steps`) and the step's failures, if any."""
+        failures = failed.get("failures", 0) if isinstance(failed, dict) else 0
+        error = failed.get("error") if isinstance(failed, dict) else None
+        for prefix, kind in (("sleep:", "sleep"), ("run:", "child"), ("event:", "event")):
+            if record.startswith(prefix):
+                name = record[len(prefix):]
+                return cls(kind, name if kind == "sleep" else name.rpartition("#")[0], value)
+        if record.startswith("wait#") and record[5:].isdigit():
+            return cls("wait", "", value)
+        return cls("step", record, value, failures, error)
+
+
 @dataclass(slots=True, repr=False)
 class RunRecord:
     """A run as stored. `input` and `output` are JSON text; `attempts` counts claimed attempts.
@@ -223,7 +257,10 @@ class RunRecord:
             {"runs": [ids]} (children), {"event": name, "match": {...}, "until": ...}; else None.
         current_step: the step the running attempt is in (`ctx.step`), if any.
         attempt_log: the `Attempt` records, when read with attempts.
-        steps: the stored `Context.step` values, {name: JSON data}, when read with attempts.
+        steps: the stored records of `Context.step` (by the step's name) and of the durable
+            calls (`sleep:NAME`, `run:JOB#POSITION`, `wait#POSITION`, `event:NAME#POSITION`),
+            {name: JSON data} in the order they were made, when read with attempts; `step_log`
+            reads them.
     """
 
     id: int
@@ -263,6 +300,32 @@ class RunRecord:
         import json
 
         return None if self.output is None else json.loads(self.output)
+
+    # -- durable execution: what a run waits for, its children, its steps -------------------------
+
+    @property
+    def waiting_for(self) -> str | None:
+        """What a waiting run waits for, for a person: `sleeping until 2026-12-03T10:00:00Z`,
+        `waiting for runs 4, 5`, `waiting for event 'approved' matching {"id": 7} until ...`;
+        None unless the run is waiting."""
+        if self.status is not RunStatus.WAITING or self.wait is None:
+            return None
+        return describe_wait(self.wait)
+
+    @property
+    def children(self) -> list[int]:
+        """The ids of the runs this one dispatched or invoked (`ctx.dispatch`, `ctx.invoke`), in
+        order; needs the record read with attempts (its `steps`)."""
+        return [record["run"] for name, record in self.steps.items()
+                if name.startswith("run:") and isinstance(record, dict) and "run" in record]
+
+    @property
+    def step_log(self) -> list[StepRecord]:
+        """The run's durable records in order: steps with their failed tries, sleeps, children
+        and waits (`StepRecord`); needs the record read with attempts (its `steps`)."""
+        failures = self.metadata.get("step_failures")
+        failures = failures if isinstance(failures, dict) else {}
+        return [StepRecord.of(name, value, failures.get(name)) for name, value in self.steps.items()]
 
     # -- for a person: datetimes beside the epoch floats, and a one-line repr ---------------------
 
@@ -309,10 +372,22 @@ class RunRecord:
             return f"finished {_span(now - self.finished_at)} ago"
         if self.status is RunStatus.RUNNING and self.started_at is not None:
             return f"started {_span(now - self.started_at)} ago"
+        if self.status is RunStatus.WAITING and self.wait is not None:
+            return self._waits(now)
         due = self.scheduled_at or self.created_at
         if self.status is RunStatus.RETRYING:
             return f"retry in {_span(due - now)}" if due > now else f"retry due {_span(now - due)} ago"
         return f"due in {_span(due - now)}" if due > now else f"queued {_span(now - due)} ago"
+
+    def _waits(self, now: float) -> str:
+        """A waiting run's part of the summary: `for runs 4, 5`, `for event 'approved'`, `wakes in 5m`."""
+        wait = self.wait or {}
+        if "runs" in wait:
+            return _clip("for runs " + ", ".join(str(i) for i in wait["runs"]), 40)
+        if "event" in wait:
+            return f"for event {_clip(str(wait['event']))!r}"
+        until = wait.get("until")
+        return "sleeping" if until is None else f"wakes in {_span(until - now)}"
 
     def __repr__(self) -> str:
         return f"<Run {self.summary()}>"
@@ -321,6 +396,26 @@ class RunRecord:
 # The statuses whose one-line summary names the error type, unless it only repeats the status.
 _SHOWS_ERROR = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.RETRYING, RunStatus.CANCELLED})
 _OWN_ERROR = {RunStatus.TIMED_OUT: "RunTimedOut", RunStatus.CANCELLED: "RunCancelled"}
+
+
+def describe_wait(wait: dict[str, Any]) -> str:
+    """A stored wait (`RunRecord.wait`) for a person; see `RunRecord.waiting_for`."""
+    until = wait.get("until")
+    deadline = "" if until is None else f" until {_iso(until)}"
+    if "runs" in wait:
+        ids = [str(i) for i in wait["runs"]]
+        return f"waiting for run{'s' if len(ids) != 1 else ''} {', '.join(ids)}{deadline}"
+    if "event" in wait:
+        import json
+
+        matching = f" matching {json.dumps(wait['match'], sort_keys=True)}" if wait.get("match") else ""
+        return f"waiting for event {wait['event']!r}{matching}{deadline}"
+    return f"sleeping{deadline}"
+
+
+def _iso(epoch: float) -> str:
+    """Epoch seconds as a UTC timestamp for a person: 2026-12-03T10:00:00Z."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _utc(epoch: float | None) -> datetime | None:

@@ -346,3 +346,78 @@ def test_a_context_without_a_supervisor_refuses_to_invoke(tmp_path: Path):
         ctx.invoke(square, Box(dir=str(tmp_path)))
     with pytest.raises(ValueError, match="not one of the supervisor's jobs"):
         Context(1, 1, "test").dispatch("nope", {})
+
+
+# == inspection: what a run waits for, its children, its steps ===========================================
+
+
+def test_a_waiting_parent_says_it_waits_for_its_children_and_lists_them(db: str, tmp_path: Path):
+    sup = Supervisor([slow_fan, napper], workers=1, store=db)
+    parent = sup.submit(slow_fan, Box(dir=str(tmp_path)), tenant="acme")
+    seen: dict[str, object] = {}
+
+    def look_while_waiting() -> None:
+        wait_until(lambda: parent.status() is RunStatus.WAITING, timeout=30, what="the parent waiting")
+        seen["waiting_for"] = parent.waiting_for()
+        seen["summary"] = sup.run(parent.id).summary()
+        seen["children"] = [h.id for h in parent.children()]
+
+    import threading
+
+    thread = threading.Thread(target=look_while_waiting)
+    thread.start()
+    sup.serve(until="drained")
+    thread.join()
+    kids = [parent.id + 1, parent.id + 2]
+    assert seen["waiting_for"] == f"waiting for runs {kids[0]}, {kids[1]}"
+    assert f"waiting attempts=1/1 for runs {kids[0]}, {kids[1]}" in str(seen["summary"])
+    assert seen["children"] == kids
+    assert parent.waiting_for() is None  # it ended
+    children = parent.children()
+    assert [h.result(timeout=5) >= 1.0 for h in children] == [True, True]
+    assert [sup.run(h.id).tenant for h in children] == ["acme", "acme"]  # a child is its parent's tenant's
+    kinds = [(s.kind, s.name) for s in parent.steps()]
+    assert kinds == [("child", "napper"), ("child", "napper"), ("wait", "")]
+    assert [s.value["status"] for s in parent.steps()[:2]] == ["succeeded", "succeeded"]
+    sup.close()
+
+
+def test_an_event_wait_and_a_sleep_say_what_they_wait_for(db: str, tmp_path: Path):
+    sup = Supervisor([listener, napper], workers=1, store=db)
+    waiting = sup.submit(listener, Box(dir=str(tmp_path), n=5))
+    sleeping = sup.submit(napper, Box(dir=str(tmp_path), n=2))
+    seen: dict[str, object] = {}
+
+    def look_then_emit() -> None:
+        wait_until(lambda: waiting.status() is RunStatus.WAITING and sleeping.status() is RunStatus.WAITING,
+                   timeout=30, what="both runs waiting")
+        seen["event"], seen["sleep"] = waiting.waiting_for(), sleeping.waiting_for()
+        seen["summary"] = sup.run(sleeping.id).summary()
+        sup.emit("approved", {"n": 5})
+
+    import threading
+
+    thread = threading.Thread(target=look_then_emit)
+    thread.start()
+    sup.serve(until="drained")
+    thread.join()
+    assert str(seen["event"]).startswith("waiting for event 'approved' matching {\"n\": 5} until 20")
+    assert str(seen["sleep"]).startswith("sleeping until 20") and str(seen["sleep"]).endswith("Z")
+    assert "wakes in" in str(seen["summary"])
+    steps = sleeping.steps()
+    assert [(s.kind, s.name) for s in steps] == [("step", "before"), ("step", "began"), ("sleep", "nap")]
+    assert set(steps[2].value) == {"until"}
+    (event,) = waiting.steps()
+    assert (event.kind, event.name, event.value["payload"]) == ("event", "approved", {"n": 5})
+    sup.close()
+
+
+def test_a_step_record_shows_the_failed_tries_of_a_step(db: str, tmp_path: Path):
+    sup = Supervisor([typed_steps], workers=1, store=db)
+    handle = sup.submit(typed_steps, Box(dir=str(tmp_path)))
+    sup.serve(until="drained")
+    flaky = next(s for s in handle.steps() if s.name == "flaky")
+    assert (flaky.kind, flaky.value, flaky.failures, flaky.error) == ("step", 5, 2, "OSError: not yet")
+    pair = next(s for s in handle.steps() if s.name == "pair")
+    assert (pair.failures, pair.error) == (0, None)
+    sup.close()

@@ -145,3 +145,26 @@ def test_the_stored_timeout_is_the_job_s_unless_the_submit_gave_one(db: str):
         assert client.run(client.submit(thumbnail, {"text": "d"}).id).timeout == 30.0
         # by name, the job unknown here: the serving supervisor's job decides when it runs
         assert client.run(client.submit("thumbnail", {"text": "e"}).id).timeout is None
+
+
+def test_a_step_record_reads_each_kind_of_durable_record():
+    from actors import StepRecord
+
+    assert StepRecord.of("resize", 3) == StepRecord("step", "resize", 3)
+    assert StepRecord.of("resize", 3, {"failures": 2, "error": "OSError: x"}) == StepRecord(
+        "step", "resize", 3, 2, "OSError: x")
+    assert StepRecord.of("sleep:nap", {"until": 1.0}).kind == "sleep"
+    assert StepRecord.of("sleep:nap", {"until": 1.0}).name == "nap"
+    assert StepRecord.of("run:thumb#3", {"run": 9})[:2] == ("child", "thumb")
+    assert StepRecord.of("wait#4", {"until": None})[:2] == ("wait", "")
+    assert StepRecord.of("event:approved#5", {})[:2] == ("event", "approved")
+    assert StepRecord.of("wait#x", 1).kind == "step"  # a step the user named so
+
+
+def test_waiting_for_reads_each_kind_of_wait():
+    base = dict(id=1, job="j", input="{}", status=RunStatus.WAITING)
+    assert RunRecord(**base, wait={"until": 0.0}).waiting_for == "sleeping until 1970-01-01T00:00:00Z"
+    assert RunRecord(**base, wait={"runs": [4], "until": None}).waiting_for == "waiting for run 4"
+    assert RunRecord(**base, wait={"event": "go", "match": {}, "until": None}).waiting_for == "waiting for event 'go'"
+    assert RunRecord(**{**base, "status": RunStatus.QUEUED}, wait={"until": 0.0}).waiting_for is None
+    assert RunRecord(**base, steps={"run:a#0": {"run": 7}, "x": 1, "run:b#2": {"run": 8}}).children == [7, 8]

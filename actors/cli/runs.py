@@ -35,6 +35,7 @@ def run_data(record: RunRecord) -> dict[str, Any]:
         except ValueError:
             pass
     data["attempts_log"] = [attempt_data(a) for a in record.attempt_log]
+    data["waiting_for"], data["children"] = record.waiting_for, record.children
     return data
 
 
@@ -85,6 +86,9 @@ def show(run_id: int, store: str | None, config_path: str | None, as_json: bool)
     output.record({"run": record.summary(now), "job": record.job, "status": str(record.status),
                    "attempts": run_row(record)["attempts"], "version": str(record.version), "priority": str(record.priority),
                    "key": record.key, "rerun_of": None if record.rerun_of is None else str(record.rerun_of),
+                   "tenant": record.tenant, "parent": None if record.parent_id is None else str(record.parent_id),
+                   "waiting": record.waiting_for, "current step": record.current_step,
+                   "children": ", ".join(str(i) for i in record.children) or None,
                    "created": output.age(record.created_at, now), "started": output.age(record.started_at, now),
                    "finished": output.age(record.finished_at, now),
                    "progress": None if record.progress is None else f"{record.progress:.0%} {record.progress_message or ''}".strip(),

@@ -39,7 +39,7 @@ from ..stores import is_postgres_url
 from . import format as fmt
 from .counts import Counts, Tally
 from .guard import Guard
-from .queries import ENDED, LIVE, STATUSES, TEXT_CAP, Reader
+from .queries import CHILDREN_SHOWN, ENDED, LIVE, STATUSES, TEXT_CAP, Reader
 
 log = logging.getLogger("actors.dashboard")
 
@@ -74,7 +74,7 @@ class Dashboard:
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                  undefined=jinja2.StrictUndefined)
         env.filters.update(fmt.filters())
-        env.globals.update(fmt=fmt, TEXT_CAP=TEXT_CAP)
+        env.globals.update(fmt=fmt, TEXT_CAP=TEXT_CAP, CHILDREN_SHOWN=CHILDREN_SHOWN)
         self.templates = Jinja2Templates(env=env)
 
     def page(self, request: Request, name: str, code: int = 200, **context: Any) -> Response:

@@ -50,7 +50,8 @@ HEARTBEAT_LEASE = 30.0  # PostgresStore's default lease
 
 def parse_url(url: str) -> tuple[str, str, float]:
     """(libpq DSN, schema, lease) from a dashboard's store URL: `?schema=` (default "actors")
-    and `?lease=` (seconds, default 30) are taken out; the rest is passed to libpq as given."""
+    and `?lease=` (seconds, default 30) are taken out, and so is `?notify=` (a supervisor's
+    option, the same URL as theirs works); the rest is passed to libpq as given."""
     parts = urllib.parse.urlsplit(url)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     schema, lease = "actors", HEARTBEAT_LEASE
@@ -65,6 +66,8 @@ def parse_url(url: str) -> tuple[str, str, float]:
                 raise ValueError(f"invalid lease {value!r} in the store URL: expected seconds") from None
             if not lease > 0:
                 raise ValueError(f"invalid lease {value!r} in the store URL: expected a positive number")
+        elif key == "notify":  # the supervisors' LISTEN/NOTIFY switch: the dashboard polls either way
+            continue
         else:
             rest.append((key, value))
     if not _SCHEMA_NAME.match(schema):
@@ -402,7 +405,8 @@ class PostgresReader:
         row = self._one(
             "SELECT id, job, status, priority, attempts, free_attempts, max_attempts, timeout, created_at, "
             "scheduled_at, started_at, finished_at, error_type, message, progress, progress_message, metadata, "
-            "version, key, worker_pid, peak_rss, rerun_of, substr(input, 1, %s), length(input), "
+            "version, key, worker_pid, peak_rss, rerun_of, parent_id, tenant, wait, current_step, "
+            "substr(input, 1, %s), length(input), "
             "substr(output, 1, %s), length(output), substr(traceback, 1, %s), length(traceback) "
             "FROM {s}.runs WHERE id = %s", (cap, cap, cap, run_id))
         if row is None:
@@ -411,8 +415,9 @@ class PostgresReader:
                 "created_at", "scheduled_at", "started_at", "finished_at", "error_type", "message", "progress",
                 "progress_message", "metadata", "version", "key", "worker_pid", "peak_rss", "rerun_of")
         run = dict(zip(keys, row[:22], strict=True))
-        run["input"], run["output"], run["traceback"] = row[22], row[24], row[26]
-        sizes = {"input": row[23] or 0, "output": row[25] or 0, "traceback": row[27] or 0}
+        queries.durable_facts(run, row[22:26])
+        run["input"], run["output"], run["traceback"] = row[26], row[28], row[30]
+        sizes = {"input": row[27] or 0, "output": row[29] or 0, "traceback": row[31] or 0}
         attempt_keys = ("number", "started_at", "finished_at", "outcome", "error_type", "message", "traceback",
                         "worker_pid", "exit_code", "signal", "peak_rss")
         attempts = [dict(zip(attempt_keys, a, strict=True)) for a in self._all(
@@ -426,11 +431,15 @@ class PostgresReader:
                              "message": None, "traceback": None, "worker_pid": run["worker_pid"],
                              "exit_code": None, "signal": None, "peak_rss": run["peak_rss"]})
         steps = [(name, value, size) for name, value, size in self._all(
-            "SELECT name, substr(value, 1, %s), length(value) FROM {s}.steps WHERE run_id = %s ORDER BY name LIMIT 200",
+            "SELECT name, substr(value, 1, %s), length(value) FROM {s}.steps WHERE run_id = %s "
+            "ORDER BY position IS NULL, position, name LIMIT 200",
             (cap, run_id))]
         reruns = [(r[0], r[1]) for r in self._all(
             "SELECT id, status FROM {s}.runs WHERE rerun_of = %s ORDER BY id LIMIT 50", (run_id,))]
-        return Detail(run, attempts, steps, reruns, sizes)
+        children = [(r[0], r[1], r[2]) for r in self._all(
+            "SELECT id, job, status FROM {s}.runs WHERE parent_id = %s ORDER BY id LIMIT %s",
+            (run_id, queries.CHILDREN_SHOWN))]
+        return Detail(run, attempts, steps, reruns, sizes, children)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

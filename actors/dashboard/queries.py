@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import StoreError
+from ..run import describe_wait
 from ..stores.sqlite_file import APPLICATION_ID, inspect
 
 LIVE = ("queued", "running", "retrying")
@@ -85,6 +86,24 @@ class Detail:
     steps: list[tuple[str, str, int]]  # name, value (cut), full length
     reruns: list[tuple[int, str]]  # runs made by retrying this one: id, status
     sizes: dict[str, int] = field(default_factory=dict)
+    children: list[tuple[int, str, str]] = field(default_factory=list)  # runs it dispatched: id, job, status
+
+
+DURABLE_COLUMNS = ("parent_id", "tenant", "wait", "current_step")  # the run page's durable-execution facts
+CHILDREN_SHOWN = 200
+
+
+def durable_facts(run: dict[str, Any], values: tuple[Any, ...]) -> None:
+    """Add a run's parent, tenant, current step and what it waits for (in words) to the run
+    page's `run`, from `values` of DURABLE_COLUMNS (all None for a store from before them)."""
+    run.update(zip(DURABLE_COLUMNS, values, strict=True))
+    wait = run.pop("wait")
+    run["waiting_for"] = None
+    if run["status"] == "waiting" and wait:
+        try:
+            run["waiting_for"] = describe_wait(json.loads(wait))
+        except (ValueError, TypeError, AttributeError):
+            run["waiting_for"] = wait
 
 
 class Reader:
@@ -103,6 +122,7 @@ class Reader:
                 raise StoreError(f"{self.path} is not an actors store")
             self.tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
             self.run_columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+            self.has_step_positions = "position" in {row[1] for row in db.execute("PRAGMA table_info(steps)")}
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read store {self.path}: {exc}") from exc
         finally:
@@ -366,11 +386,12 @@ class Reader:
     def detail(self, run_id: int) -> Detail | None:
         db = self.db
         rerun = "rerun_of" if "rerun_of" in self.run_columns else "NULL"
+        durable = ", ".join(c if c in self.run_columns else "NULL" for c in DURABLE_COLUMNS)
         cap = TEXT_CAP
         row = db.execute(
             "SELECT id, job, status, priority, attempts, free_attempts, max_attempts, timeout, created_at, "
             "scheduled_at, started_at, finished_at, error_type, message, progress, progress_message, metadata, "
-            f"version, key, worker_pid, peak_rss, {rerun}, "
+            f"version, key, worker_pid, peak_rss, {rerun}, {durable}, "
             "substr(coalesce(input, (SELECT l.input FROM large_inputs AS l WHERE l.run_id = runs.id)), 1, ?), "
             "length(coalesce(input, (SELECT l.input FROM large_inputs AS l WHERE l.run_id = runs.id))), "
             "substr(output, 1, ?), length(output), substr(traceback, 1, ?), length(traceback) "
@@ -383,8 +404,9 @@ class Reader:
                 "created_at", "scheduled_at", "started_at", "finished_at", "error_type", "message", "progress",
                 "progress_message", "metadata", "version", "key", "worker_pid", "peak_rss", "rerun_of")
         run = dict(zip(keys, row[:22], strict=True))
-        run["input"], run["output"], run["traceback"] = row[22], row[24], row[26]
-        sizes = {"input": row[23] or 0, "output": row[25] or 0, "traceback": row[27] or 0}
+        durable_facts(run, row[22:26])
+        run["input"], run["output"], run["traceback"] = row[26], row[28], row[30]
+        sizes = {"input": row[27] or 0, "output": row[29] or 0, "traceback": row[31] or 0}
         attempt_keys = ("number", "started_at", "finished_at", "outcome", "error_type", "message", "traceback",
                         "worker_pid", "exit_code", "signal", "peak_rss")
         attempts = [dict(zip(attempt_keys, a, strict=True)) for a in db.execute(
@@ -399,14 +421,19 @@ class Reader:
                              "message": None, "traceback": None, "worker_pid": run["worker_pid"],
                              "exit_code": None, "signal": None, "peak_rss": run["peak_rss"]})
         steps = [(name, value, size) for name, value, size in db.execute(
-            "SELECT name, substr(value, 1, ?), length(value) FROM steps WHERE run_id=? LIMIT 200",
+            "SELECT name, substr(value, 1, ?), length(value) FROM steps WHERE run_id=? "
+            f"{'ORDER BY position IS NULL, position, name ' if self.has_step_positions else ''}LIMIT 200",
             (cap, run_id),
         )]
         reruns: list[tuple[int, str]] = []
         if "rerun_of" in self.run_columns and self.has("runs_rerun"):  # without its index: a scan, skipped
             reruns = [(r[0], r[1]) for r in db.execute(
                 "SELECT id, status FROM runs WHERE rerun_of=? ORDER BY id LIMIT 50", (run_id,))]
-        return Detail(run, attempts, steps, reruns, sizes)
+        children: list[tuple[int, str, str]] = []
+        if self.has("runs_parent"):  # without its index (a store from before it): a scan, skipped
+            children = [(r[0], r[1], r[2]) for r in db.execute(
+                "SELECT id, job, status FROM runs WHERE parent_id=? ORDER BY id LIMIT ?", (run_id, CHILDREN_SHOWN))]
+        return Detail(run, attempts, steps, reruns, sizes, children)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

@@ -156,7 +156,7 @@ class ServeLoop:
         from ..protocol import Spawned
 
         try:
-            child_id = self.sup._spawn(parent.id, message)
+            child_id = self.sup._spawn(parent.id, parent.tenant, message)
             reply = Spawned(parent.id, child_id)
         except Exception as exc:  # an unknown job, a full store: the parent's error, not ours
             reply = Spawned(parent.id, None, f"{type(exc).__name__}: {exc}")

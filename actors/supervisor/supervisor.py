@@ -293,13 +293,15 @@ class Supervisor:
                      None, 0.0, found.version, f"cron:{tick:.0f}")
         self._store_runs(found, [row])
 
-    def _spawn(self, parent_id: int, message: Any) -> int:
+    def _spawn(self, parent_id: int, tenant: str | None, message: Any) -> int:
         """Store a child run for `ctx.invoke`/`ctx.dispatch` (the loop's thread); its id. The key
-        makes a replay (or a cached invoke) give back the run made the first time."""
+        makes a replay (or a cached invoke) give back the run made the first time. The child
+        belongs to its parent's tenant (so a `Limit(n, key="tenant")` counts it there)."""
         found = self._resolve(message.job)
         scheduled = time.time() + message.delay if message.delay else 0.0
-        row = NewRun(found.name, message.input, found.priority, self.policies[found.name].attempts, found.timeout,
-                     scheduled, found.version, message.key, found.unique_key(message.input), parent_id=parent_id)
+        row = NewRun(found.name, message.input, found.priority_for(message.input), self.policies[found.name].attempts,
+                     found.timeout_for(message.input), scheduled, found.version, message.key,
+                     found.unique_key(message.input), parent_id=parent_id, tenant=tenant)
         return self._store_runs(found, [row])[0].id
 
     def _trigger(self, found: Any) -> None:
@@ -312,12 +314,13 @@ class Supervisor:
                 continue
             try:
                 text = triggered.validate_input(trigger.input_of(json.loads(found.payload)))
-            except Exception as exc:  # the user's transform, or an invalid input: that event starts no run
+                row = NewRun(triggered.name, text, triggered.priority_for(text),
+                             self.policies[triggered.name].attempts, triggered.timeout_for(text), 0.0,
+                             triggered.version, f"event:{found.id}", triggered.unique_key(text))
+            except Exception as exc:  # the user's transform or priority/timeout function, an invalid input
                 log.warning("event %d (%s) starts no run of %s: %s: %s", found.id, found.name, triggered.name,
                             type(exc).__name__, exc)
                 continue
-            row = NewRun(triggered.name, text, triggered.priority, self.policies[triggered.name].attempts,
-                         triggered.timeout, 0.0, triggered.version, f"event:{found.id}", triggered.unique_key(text))
             self._store_runs(triggered, [row])
 
     def emit(self, name: str, payload: Any = None) -> int:
