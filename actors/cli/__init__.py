@@ -3,7 +3,7 @@
 Every command reads or writes the store; none asks live workers, so each answers at once, also
 when the supervisor is dead or busy. One module per group of commands: `serve.py` (serve,
 dashboard), `submit.py` (submit, run-now), `runs.py` (runs, show, retry, cancel, purge),
-`jobs.py` (jobs, config), `stats.py` (stats, watch). Output goes through `output.py` (a rich
+`jobs.py` (jobs, config), `stats.py` (stats, watch), `events.py` (emit). Output goes through `output.py` (a rich
 table or record, or `--json`), and errors become one line and an exit status in `errors.py`.
 
 Click, not Typer: Typer is Click plus annotations-to-options, and what we need of it (groups,
@@ -18,6 +18,7 @@ import sys
 import click
 
 from . import errors
+from .events import emit
 from .jobs import jobs, show_config
 from .runs import cancel, purge, retry, runs, show
 from .serve import dashboard, serve
@@ -34,7 +35,7 @@ def cli() -> None:
     the supervisor is dead or busy. Store: --store, $ACTORS_STORE, actors.toml, the app's, actors.db."""
 
 
-for command in (serve, submit, runs, show, retry, cancel, purge, jobs, run_now, stats, watch, dashboard, show_config):
+for command in (serve, submit, runs, show, retry, cancel, purge, jobs, run_now, stats, watch, dashboard, show_config, emit):
     cli.add_command(command)
 
 
