@@ -421,3 +421,32 @@ def test_a_step_record_shows_the_failed_tries_of_a_step(db: str, tmp_path: Path)
     pair = next(s for s in handle.steps() if s.name == "pair")
     assert (pair.failures, pair.error) == (0, None)
     sup.close()
+
+
+@job
+def cached(b: Box, ctx: Context) -> int:
+    return ctx.invoke(square, Box(dir=b.dir, n=3), key="square-of-3")
+
+
+def test_an_invoke_with_a_key_runs_its_child_once_across_parents(db: str, tmp_path: Path):
+    sup = Supervisor([cached, square], workers=1, store=db)
+    first = sup.submit(cached, Box(dir=str(tmp_path), n=1))
+    sup.serve(until="drained")
+    second = sup.submit(cached, Box(dir=str(tmp_path), n=2))  # after the child ended: its output comes back
+    sup.serve(until="drained")
+    assert (first.result(timeout=5), second.result(timeout=5)) == (9, 9)
+    assert len(lines(tmp_path / "square.txt")) == 1, "the keyed child ran twice"
+    (child,) = sup.runs(job="square")
+    assert child.key == "square-of-3" and child.parent_id == first.id
+    assert first.children()[0].id == second.children()[0].id == child.id
+    sup.close()
+
+
+def test_parents_that_invoke_one_key_at_once_share_the_child_while_it_runs(db: str, tmp_path: Path):
+    sup = Supervisor([cached, square], workers=1, store=db)
+    parents = sup.submit_many(cached, [Box(dir=str(tmp_path), n=i) for i in range(3)])
+    sup.serve(until="drained")
+    assert [p.result(timeout=5) for p in parents] == [9, 9, 9]
+    assert len(lines(tmp_path / "square.txt")) == 1, "the keyed child ran twice"
+    assert len({p.children()[0].id for p in parents}) == 1
+    sup.close()

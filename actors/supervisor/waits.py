@@ -43,7 +43,8 @@ class Waits:
         self.tracker = tracker
         self.store: Store | None = None  # set when serving starts
         self.parents: dict[int, set[int]] = {}  # waiting run -> the children it still waits for
-        self.children: dict[int, int] = {}  # child run -> the waiting run that waits for it
+        self.children: dict[int, set[int]] = {}  # child run -> the waiting runs that wait for it (a keyed
+        # child, `ctx.invoke(..., key=k)`, may be waited for by several parents)
         self.listeners: dict[str, set[int]] = {}  # event name -> the waiting runs that wait for it
         self.since: dict[int, float] = {}  # a run waiting for an event -> when it was created
         self._rechecked = 0.0
@@ -65,9 +66,7 @@ class Waits:
             if not pending:
                 self._wake(ticket, self._child_records(ticket, ended))
                 return
-            self.parents[ticket.id] = pending
-            for child in pending:
-                self.children[child] = ticket.id
+            self._await(ticket.id, pending)
         elif "event" in wait:
             found = self._stored_event(ticket, wait)
             if found is not None:
@@ -94,16 +93,14 @@ class Waits:
         self._wake(ticket, records)
 
     def ended(self, child_id: int) -> None:
-        """A run ended here (committed): the run waiting for it may go on."""
-        parent_id = self.children.pop(child_id, None)
-        if parent_id is None:
-            return
-        pending = self.parents.get(parent_id)
-        if pending is None:
-            return
-        pending.discard(child_id)
-        if not pending:
-            self._resolve(parent_id)
+        """A run ended here (committed): the runs waiting for it may go on."""
+        for parent_id in sorted(self.children.pop(child_id, ())):
+            pending = self.parents.get(parent_id)
+            if pending is None:
+                continue
+            pending.discard(child_id)
+            if not pending:
+                self._resolve(parent_id)
 
     def recheck(self) -> None:
         """About once a second on the poll: children that ended elsewhere (another supervisor
@@ -145,10 +142,7 @@ class Waits:
             return
         ended = self._outcomes(list(ticket.wait.get("runs", [])))
         if len(ended) < len(ticket.wait.get("runs", [])):  # one was not committed as ended after all
-            pending = set(ticket.wait["runs"]) - ended.keys()
-            self.parents[parent_id] = pending
-            for child in pending:
-                self.children[child] = parent_id
+            self._await(parent_id, set(ticket.wait["runs"]) - ended.keys())
             return
         self._wake(ticket, self._child_records(ticket, ended))
 
@@ -185,9 +179,18 @@ class Waits:
         tracker.ready.push(ticket)
         tracker.effects.wake()
 
+    def _await(self, parent_id: int, pending: set[int]) -> None:
+        self.parents[parent_id] = pending
+        for child in pending:
+            self.children.setdefault(child, set()).add(parent_id)
+
     def _forget(self, run_id: int) -> None:
         for child in self.parents.pop(run_id, ()):
-            self.children.pop(child, None)
+            waiting = self.children.get(child)
+            if waiting is not None:
+                waiting.discard(run_id)
+                if not waiting:
+                    del self.children[child]
         for waiting in self.listeners.values():
             waiting.discard(run_id)
         self.since.pop(run_id, None)
