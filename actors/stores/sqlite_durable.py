@@ -12,6 +12,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError
+from ..run import describe_wait
 from .base import Event, Pending, Suspension, Waiting
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class DurableSQLite:
                 db.execute("INSERT OR REPLACE INTO attempts (run_id, number, started_at, finished_at, outcome, "
                            "worker_pid, peak_rss, message) VALUES (?, ?, ?, ?, 'suspended', ?, ?, ?)",
                            (s.run_id, s.attempt, s.started_at, s.finished_at, s.worker_pid, s.peak_rss,
-                            f"waits for {_reason(s.wait)}"))
+                            _reason(s.wait)))
 
     def positions(self, run_id: int) -> dict[str, int]:
         with self._mutex:
@@ -101,11 +102,6 @@ class DurableSQLite:
 def _reason(wait: str) -> str:
     """What a run waits for, in words, for its attempt log."""
     try:
-        data = json.loads(wait)
-    except ValueError:
-        return "something"
-    if "runs" in data:
-        return f"runs {', '.join(map(str, data['runs']))}"
-    if "event" in data:
-        return f"event {data['event']!r}"
-    return "a time" if "until" in data else "something"
+        return describe_wait(json.loads(wait))
+    except (ValueError, TypeError, AttributeError):
+        return "waiting"
