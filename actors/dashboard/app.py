@@ -111,7 +111,7 @@ class Dashboard:
         ended_hour = sum(hour.values())
         supervisor = reader.supervisor()
         return self.page(
-            request, "overview.html", now=now, table=table, totals=totals, tally=tally,
+            request, "overview.html", now=now, table=table, totals=totals, tally=tally, statuses=STATUSES,
             supervisor=supervisor, state=_state(supervisor, now), workers=reader.workers(),
             supervisors=reader.supervisors(),
             next_due=reader.next_due(self.counts.live_ends(500)),

@@ -1,5 +1,5 @@
 """Counts kept up to date without counting the whole history on each page: runs per job and
-status, ended runs per minute for the charts, and the set of live runs (queued, running,
+status, ended runs per minute for the charts, and the set of live runs (queued, running, waiting,
 retrying). No index is needed, so the supervisor's hot path pays nothing for it.
 
 Two facts make it incremental. Run ids only grow, and a run committed later has a larger id

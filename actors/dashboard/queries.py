@@ -38,7 +38,7 @@ from ..errors import StoreError
 from ..run import describe_wait
 from ..stores.sqlite_file import APPLICATION_ID, inspect
 
-LIVE = ("queued", "running", "retrying")
+LIVE = ("queued", "running", "retrying", "waiting")  # waiting: a durable run, suspended (RunStatus.WAITING)
 ENDED = ("succeeded", "failed", "timed_out", "cancelled")
 STATUSES = LIVE + ENDED
 SCAN_WINDOW = 50_000  # ids per step of a scan by id

@@ -52,3 +52,43 @@ def test_a_waiting_parent_shows_its_wait_children_and_tenant_and_a_child_its_par
     assert 'id="waiting-for"' not in pages["child"] or "sleeping until" in pages["child"]
     steps = pages["parent"].split("<h2>Steps</h2>", 1)[1]
     assert steps.index("run:napper#0") < steps.index("run:napper#1") < steps.index("wait#2")  # in order
+
+
+def test_a_waiting_run_counts_as_waiting_while_it_waits_and_once_as_succeeded_after(tmp_path: Path):
+    from test_durable import listener
+
+    db = str(tmp_path / "runs.db")
+    sup = Supervisor([listener], workers=1, store=db)
+    handle = sup.submit(listener, Box(dir=str(tmp_path), n=1))
+    app = create_app(db)  # one app throughout: its counts are kept incrementally
+    pages: dict[str, str] = {}
+
+    def cell(page: str, status: str) -> str:
+        row = re.search(r'<tr data-job="listener">(.*?)</tr>', page, re.S)
+        assert row, page[:3000]
+        found = re.search(rf'data-status="{status}">(?:<a [^>]*>|<span class="zero">)(\d+)<', row.group(1))
+        assert found, row.group(1)
+        return found.group(1)
+
+    def look_then_emit() -> None:
+        try:
+            with TestClient(app, base_url="http://127.0.0.1") as web:
+                wait_until(lambda: handle.status() is RunStatus.WAITING, timeout=30, what="the run waiting")
+                wait_until(lambda: app.state.dashboard.counts.read().ready, timeout=10, what="the first count")
+                pages["waiting"] = web.get("/").text
+                pages["filtered"] = web.get("/runs?status=waiting").text
+                sup.emit("approved", {"n": 1})
+                wait_until(lambda: handle.status() is RunStatus.SUCCEEDED, timeout=30, what="the run done")
+                pages["after"] = web.get("/").text
+        finally:
+            sup.shutdown()
+
+    thread = threading.Thread(target=look_then_emit)
+    thread.start()
+    sup.serve()
+    thread.join()
+    sup.close()
+    assert (cell(pages["waiting"], "waiting"), cell(pages["waiting"], "succeeded")) == ("1", "0")
+    assert 'id="waiting-count">1<' in pages["waiting"]
+    assert f'id="run-{handle.id}"' in pages["filtered"]
+    assert (cell(pages["after"], "waiting"), cell(pages["after"], "succeeded")) == ("0", "1")
