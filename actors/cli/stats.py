@@ -117,7 +117,9 @@ def screen(client: Client, now: float) -> Group:
     counts = store.counts()
     queued = sum(c.get("queued", 0) for c in counts.values())
     retrying = sum(c.get("retrying", 0) for c in counts.values())
-    parts.append(Text(f"queue depth: {queued} queued, {retrying} waiting to retry"))
+    waiting = sum(c.get("waiting", 0) for c in counts.values())
+    parts.append(Text(f"queue depth: {queued} queued, {retrying} waiting to retry"
+                      + (f"; {waiting} waiting (sleeping, or on children or an event)" if waiting else "")))
     failures = output.new_table("latest failures")
     for header in ("RUN", "JOB", "STATUS", "ERROR", "WHEN"):
         failures.add_column(header)
