@@ -9,7 +9,8 @@ is never needed. `prometheus_client` is imported here only, when metrics are ask
 - `actors_attempts_total{job,outcome}`: attempts that ended, by outcome (also retried ones).
 - `actors_run_duration_seconds{job}`: histogram of attempt durations, claim to end.
 - `actors_queue_depth{job}`: runs the supervisor holds that are not running (queued, delayed,
-  waiting to retry), sampled about once a second.
+  waiting to retry), and `actors_waiting_runs{job}`: durable runs suspended (sleeping, or on
+  children or an event), both sampled about once a second.
 - `actors_worker_restarts_total`, `actors_worker_kills_total{reason}` (timeout, memory, cancel),
   `actors_workers` (configured).
 - `actors_store_commit_seconds`: histogram of the loop's group-commit latency.
@@ -51,6 +52,7 @@ class Metrics:
                                 buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, float("inf")))
         self._lock = threading.Lock()
         self._depth: dict[str, int] = {}
+        self._waiting: dict[str, int] = {}
         self._restarts = 0
         self._kills: dict[str, int] = {"timeout": 0, "memory": 0, "cancel": 0}
         self._workers = 0
@@ -79,13 +81,20 @@ class Metrics:
                 self.runs.labels(name, finish.status).inc()
         for run_id, status, _, _ in changes.ends:
             self.runs.labels(job(run_id), str(status)).inc()
+        for suspension in changes.suspends:
+            self.attempts.labels(job(suspension.run_id), "suspended").inc()
 
     def sampled(self, info: Any, tracker: Any) -> None:
         """The ~1 s status: restarts, kills, and queue depth by job from the tracker."""
         running = {t.id for window in tracker.windows for t in window.inflight}
-        depth = Counter(t.job.name for t in tracker.tickets.values() if t.id not in running)
+        depth: Counter[str] = Counter()
+        waiting: Counter[str] = Counter()
+        for t in tracker.tickets.values():
+            if t.id not in running:
+                (depth if t.wait is None else waiting)[t.job.name] += 1
         with self._lock:
             self._depth = {name: depth.get(name, 0) for name in set(depth) | set(self._depth)}
+            self._waiting = {name: waiting.get(name, 0) for name in set(waiting) | set(self._waiting)}
             self._restarts, self._kills, self._workers = info.restarts, dict(info.kills), info.workers
 
 
@@ -100,11 +109,16 @@ class _Sampled:
 
         m = self.metrics
         with m._lock:
-            depth, restarts, kills, workers = dict(m._depth), m._restarts, dict(m._kills), m._workers
+            depth, waiting, restarts, kills, workers = dict(m._depth), dict(m._waiting), m._restarts, dict(m._kills), \
+                m._workers
         queue = GaugeMetricFamily("actors_queue_depth", "Runs held and not running, by job", labels=["job"])
         for name, count in sorted(depth.items()):
             queue.add_metric([name], count)
         yield queue
+        held = GaugeMetricFamily("actors_waiting_runs", "Durable runs suspended, by job", labels=["job"])
+        for name, count in sorted(waiting.items()):
+            held.add_metric([name], count)
+        yield held
         yield CounterMetricFamily("actors_worker_restarts", "Worker processes started again", value=restarts)
         killed = CounterMetricFamily("actors_worker_kills", "Workers killed by the supervisor, by reason",
                                      labels=["reason"])

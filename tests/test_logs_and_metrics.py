@@ -90,3 +90,40 @@ def test_metrics_port_serves_prometheus_text_while_serving(db: str) -> None:
 def test_a_bad_metrics_port_is_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="metrics_port"):
         Supervisor([greet], store=":memory:", metrics_port=70000)
+
+
+@job
+def naps(g: Greeting, ctx: Context) -> str:
+    ctx.sleep("nap", 60)
+    return g.name
+
+
+@pytest.mark.timeout(60)
+def test_metrics_count_suspended_attempts_and_waiting_runs_apart_from_the_queue(db: str) -> None:
+    from conftest import wait_until
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from actors import RunStatus
+
+    port = _free_port()
+    sup = Supervisor([naps], workers=1, store=db, metrics_port=port)
+    handles = sup.submit_many(naps, [Greeting(name=str(i)) for i in range(2)])
+    served = threading.Thread(target=sup.serve)
+    served.start()
+
+    def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    try:
+        wait_until(lambda: all(h.status() is RunStatus.WAITING for h in handles), timeout=30, what="both sleeping")
+        wait_until(lambda: samples().get(("actors_waiting_runs", (("job", "naps"),))) == 2, timeout=10,
+                   what="the waiting gauge sampled")
+        got = samples()
+    finally:
+        sup.shutdown()
+        served.join(30)
+        sup.close()
+    assert got[("actors_attempts_total", (("job", "naps"), ("outcome", "suspended")))] == 2
+    assert got.get(("actors_queue_depth", (("job", "naps"),)), 0) == 0
