@@ -143,6 +143,10 @@ class Changes:
     # the serving supervisor and its workers, written about once a second (None: unchanged);
     # a snapshot replaces every workers row (a stopped supervisor writes none)
     status: tuple[SupervisorInfo, list[WorkerInfo]] | None = None
+    # written by `commit`: the lost claims that a limit counted in the store refused (a shared
+    # store: other supervisors hold the job's allowance); the supervisor keeps these runs and
+    # tries them again later, where it drops the other lost claims
+    deferred: set[int] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(self.adopts or self.claims or self.finishes or self.successes or self.unclaims or self.requeues

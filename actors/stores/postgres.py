@@ -31,7 +31,31 @@ SQLite and memory (`base.py`); what differs is who may serve:
   `?notify=false` in the URL) is for PgBouncer in transaction mode, where a LISTEN does not
   stay on one server connection: no LISTEN, no NOTIFY, and `changed()` True at every call.
 - `unique` and `key` hold across hosts through unique indexes (a live-only partial one for
-  `unique_key`); a cron tick's run carries the key "cron:<tick>", so it runs once.
+  `unique_key`); a cron tick's run carries the key "cron:<tick>", so it runs once. A run
+  submitted by name is adopted (its version and unique key) by every supervisor that loads it;
+  that write skips a row another transaction holds (SKIP LOCKED) rather than wait for it.
+- Limits, what is enforced where. Each supervisor keeps its own `Limits` (dispatch.py: it
+  counts the runs it holds, and parks those that may not start); that alone would let each of
+  several supervisors run a job's whole allowance. So the store also enforces, in the database,
+  the limits of the jobs recorded through it (`record_jobs`, which a supervisor calls at each
+  `serve()` with its own definitions): `concurrency=n` (the runs of the job `running`, in any
+  supervisor), `concurrency=Limit(n, key="tenant")` (the same per stored tenant; runs without
+  one share a key), and `rate`/`throttle` (at most N starts in any window of the period, by
+  the database clock: the table `starts` keeps the recent starts of rate-limited jobs). A
+  `Limit` whose key is a function is enforced per supervisor only (its keys are computed there
+  and not stored). In a turn's transaction, the claim statement claims the runs of unlimited
+  jobs as before and names the claimable runs of limited ones; those are claimed last in the
+  transaction (after the turn's finishes, so a run ended in the turn frees its place), under
+  `pg_advisory_xact_lock` per limited job (taken in name order, held to COMMIT: two
+  supervisors' claims of one job take turns, and the second counts what the first committed),
+  as far as the counts allow, in the order asked for. A claim refused by a limit is lost and
+  named in `Changes.deferred`: the supervisor keeps that run at the head of its line and tries
+  again after 50 ms, doubling to 1 s while refused (tracker.py `_defer`), or sooner when a run
+  of that line ends there. A store that records no limited job claims with the one statement
+  of before; one that does pays, for claims of unlimited jobs, a `job <> ALL(...)` filter. A
+  run counts as running from its claim (also while it waits in a worker's window) to its end;
+  one of a dead supervisor counts until it is rescued. Supervisors that serve one job with
+  different limits each enforce their own against the shared count.
 - One connection per store, guarded by a lock (the supervisor's loop thread and submitting
   threads take turns, as with SQLite). A connection lost (the server restarted, the backend
   was terminated, the network broke) is opened again, with backoff (`RECONNECT`: 50 ms
@@ -53,7 +77,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 try:
     import psycopg
@@ -61,6 +85,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("the PostgreSQL store needs psycopg 3: pip install 'actors[postgres]'") from exc
 
+from ..durations import parse_rate
 from ..errors import StoreError
 from ..retry import Retry, compute_backoff
 from ..run import (
@@ -95,7 +120,8 @@ _RUN_COLUMNS = (
 _LAST_INTERRUPTED = ("EXISTS (SELECT 1 FROM {s}.attempts AS a WHERE a.run_id = r.id AND a.number = {number} "
                      "AND a.outcome = 'interrupted')")
 _READY_COLUMNS = ("r.id, r.job, r.input, r.priority, r.attempts, r.free_attempts, r.max_attempts, r.timeout, "
-                  "r.scheduled_at, r.status, r.version, " + _LAST_INTERRUPTED.replace("{number}", "r.attempts"))
+                  "r.scheduled_at, r.status, r.version, " + _LAST_INTERRUPTED.replace("{number}", "r.attempts")
+                  + ", r.tenant")
 # An incarnation is live while it has not stopped and its lease is younger than %(lease)s seconds.
 _LIVE_INCARNATION = "i.stopped_at IS NULL AND i.beat >= now() - make_interval(secs => %(lease)s)"
 
@@ -118,9 +144,15 @@ _TAKE_KEY = "UPDATE {s}.runs SET key = NULL WHERE id = %s AND key = %s"
 
 _DUPLICATE_ADOPT = (f"SELECT 1 FROM {{s}}.runs AS o, {{s}}.runs AS r WHERE r.id = %(id)s AND o.job = r.job "
                     f"AND o.unique_key = %(key)s AND o.status IN {_LIVE} AND o.id <> %(id)s")
+# Every supervisor that loads a run submitted by name adopts it, in its turn's transaction,
+# which also holds the rows it claims and finishes: a row another transaction holds is skipped
+# (SKIP LOCKED), never waited for (two such turns would wait on each other: a deadlock). The
+# holder adopts it itself, or had (it loaded the run too), or is ending it.
 _CANCEL_DUPLICATE = ("UPDATE {s}.runs SET status = 'cancelled', finished_at = %s, error_type = 'DuplicateRun', "
-                     "message = %s WHERE id = %s AND status IN ('queued', 'retrying')")
-_ADOPT = "UPDATE {s}.runs SET version = %s, unique_key = %s WHERE id = %s AND version = 0"
+                     "message = %s WHERE id = (SELECT id FROM {s}.runs WHERE id = %s AND status IN ('queued', "
+                     "'retrying') FOR UPDATE SKIP LOCKED)")
+_ADOPT = ("UPDATE {s}.runs SET version = %s, unique_key = %s "
+          "WHERE id = (SELECT id FROM {s}.runs WHERE id = %s AND version = 0 FOR UPDATE SKIP LOCKED)")
 # The claim: rows in their expected attempt, still waiting, not being claimed by another
 # supervisor at this moment (SKIP LOCKED: that one wins and this claim is lost, without a wait).
 _CLAIMABLE = (
@@ -138,6 +170,51 @@ _CLAIM_AGAIN = (
     f"{_CLAIMABLE}, claimed AS ({_CLAIMED}) SELECT id FROM claimed UNION ALL SELECT r.id FROM {{s}}.runs AS r "
     "JOIN wanted AS w ON r.id = w.id AND r.attempts = w.attempt "
     "WHERE r.status = 'running' AND r.owner IS NOT DISTINCT FROM %(owner)s"
+)
+# The claim while this store knows limited jobs (`_Limit`): it claims the runs of the others,
+# and names the runs of limited jobs still claimable (job not NULL), which `_CLAIM_LIMITED`
+# claims, as their limits allow, once the turn's other writes are done.
+_SPARING = _CLAIMABLE.replace("WHERE r.status", "WHERE r.job <> ALL(%(limited)s::text[]) AND r.status")
+_CANDIDATES = ("SELECT r.id, r.job FROM {s}.runs AS r JOIN wanted AS w ON r.id = w.id AND r.attempts = w.attempt - 1 "
+               "WHERE r.status IN ('queued', 'retrying') AND r.job = ANY(%(limited)s::text[])")
+_CLAIM_SPARING = f"{_SPARING}, claimed AS ({_CLAIMED}) SELECT id, NULL::text FROM claimed UNION ALL {_CANDIDATES}"
+_CLAIM_AGAIN_SPARING = (
+    f"{_SPARING}, claimed AS ({_CLAIMED}) SELECT id, NULL::text FROM claimed UNION ALL SELECT r.id, NULL::text "
+    "FROM {s}.runs AS r JOIN wanted AS w ON r.id = w.id AND r.attempts = w.attempt "
+    f"WHERE r.status = 'running' AND r.owner IS NOT DISTINCT FROM %(owner)s UNION ALL {_CANDIDATES}"
+)
+# Taken before a limited job's runs are counted and claimed, held to COMMIT: two supervisors'
+# claims of one limited job take turns, and the second counts what the first committed.
+_LIMIT_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s))"
+# The claim of limited jobs' runs, under their locks (a statement of its own, so that its
+# snapshot sees every claim committed before the lock was ours). In the order asked for, per job
+# (or per job and tenant, `keyed`): as many as `cap` minus the runs running allows, then as many
+# of those as `rate` minus the starts within `period` (by the database clock) allows; the starts
+# admitted for a rate are recorded, and the ones older than the window deleted.
+_CLAIM_LIMITED = (
+    "WITH wanted AS (SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) WITH ORDINALITY "
+    "AS w(id, attempt, n)), "
+    "lim AS (SELECT * FROM unnest(%(jobs)s::text[], %(caps)s::integer[], %(keyed)s::boolean[], %(rates)s::integer[], "
+    "%(periods)s::double precision[]) AS l(job, cap, keyed, rate, period)), "
+    "cand AS (SELECT r.id, w.n, r.job, CASE WHEN l.keyed THEN r.tenant END AS k FROM {s}.runs AS r "
+    "JOIN wanted AS w ON r.id = w.id AND r.attempts = w.attempt - 1 JOIN lim AS l ON l.job = r.job "
+    "WHERE r.status IN ('queued', 'retrying') FOR UPDATE OF r SKIP LOCKED), "
+    "busy AS (SELECT r.job, CASE WHEN l.keyed THEN r.tenant END AS k, count(*) AS c FROM {s}.runs AS r "
+    "JOIN lim AS l ON l.job = r.job WHERE r.status = 'running' AND l.cap IS NOT NULL GROUP BY 1, 2), "
+    "fits AS (SELECT c.id, c.n, c.job FROM (SELECT cand.*, row_number() OVER (PARTITION BY cand.job, cand.k "
+    "ORDER BY cand.n) AS place FROM cand) AS c JOIN lim AS l ON l.job = c.job LEFT JOIN busy AS b "
+    "ON b.job = c.job AND b.k IS NOT DISTINCT FROM c.k WHERE l.cap IS NULL OR c.place <= l.cap - coalesce(b.c, 0)), "
+    "recent AS (SELECT s.job, count(*) AS c FROM {s}.starts AS s JOIN lim AS l ON l.job = s.job "
+    "WHERE l.rate IS NOT NULL AND s.at > clock_timestamp() - make_interval(secs => l.period) GROUP BY 1), "
+    "admitted AS (SELECT f.id, f.job, l.rate FROM (SELECT fits.*, row_number() OVER (PARTITION BY fits.job "
+    "ORDER BY fits.n) AS place FROM fits) AS f JOIN lim AS l ON l.job = f.job LEFT JOIN recent AS x ON x.job = f.job "
+    "WHERE l.rate IS NULL OR f.place <= l.rate - coalesce(x.c, 0)), "
+    "started AS (INSERT INTO {s}.starts (job, at) SELECT a.job, clock_timestamp() FROM admitted AS a "
+    "WHERE a.rate IS NOT NULL), "
+    "pruned AS (DELETE FROM {s}.starts AS s USING lim AS l WHERE s.job = l.job AND l.rate IS NOT NULL "
+    "AND s.at <= clock_timestamp() - make_interval(secs => l.period)) "
+    "UPDATE {s}.runs AS r SET status = 'running', attempts = r.attempts + 1, started_at = %(now)s, "
+    "owner = %(owner)s FROM admitted AS a WHERE r.id = a.id RETURNING r.id"
 )
 # The fence of every finishing write: the attempt is still running and still ours.
 _FENCE = "r.status = 'running' AND r.owner IS NOT DISTINCT FROM %(owner)s"
@@ -239,6 +316,36 @@ _SET_CRON = ("INSERT INTO {s}.cron (job, last_tick) VALUES (%s, %s) ON CONFLICT 
              "SET last_tick = greatest({s}.cron.last_tick, EXCLUDED.last_tick)")
 
 
+class _Limit(NamedTuple):
+    """A job's limits as this store enforces them across supervisors (`record_jobs`)."""
+
+    cap: int | None  # the most runs running at once (per tenant when `keyed`), or None
+    keyed: bool  # `concurrency=Limit(n, key="tenant")`: the cap is per stored tenant
+    rate: int | None  # the most starts within `period` seconds, or None
+    period: float | None
+
+
+def _limits_of(jobs: list[JobInfo]) -> dict[str, _Limit]:
+    """The limits this store enforces, from the jobs' options (`Job.options()`): `concurrency`
+    (per job, or per tenant for `Limit(n, key="tenant")`) and `rate`/`throttle`, as the
+    supervisor's `Limits` reads them (N starts in a window of period * N / count, N = int(count)).
+    A `Limit` whose key is a function is left to each supervisor: its keys are not stored."""
+    limits: dict[str, _Limit] = {}
+    for j in jobs:
+        options = j.options or {}
+        cap, key, rate = options.get("concurrency"), options.get("concurrency_key"), options.get("rate")
+        if key not in (None, "tenant"):
+            cap = None
+        count = period = None
+        if rate:
+            per, seconds = parse_rate(rate)
+            count = max(1, int(per))
+            period = seconds * count / per
+        if cap is not None or count is not None:
+            limits[j.name] = _Limit(int(cap) if cap is not None else None, key == "tenant", count, period)
+    return limits
+
+
 def _describe(dsn: str) -> str:
     """The DSN without its password, for messages."""
     try:
@@ -320,6 +427,8 @@ class PostgresStore(DurablePostgres):
         self._incarnation: int | None = None
         self._seen_at: Any = None  # the database time of the last load_ready (see `_READY_RESCUED`)
         self.rejected = 0  # finishing writes refused by the fence (late results of rescued attempts)
+        self._limits: dict[str, _Limit] = {}  # the limited jobs this store's supervisor serves (`record_jobs`)
+        self.deferred = 0  # claims refused by a limit (other supervisors held its allowance)
         try:
             named = psycopg.conninfo.conninfo_to_dict(dsn).get("application_name")
         except psycopg.Error:
@@ -595,8 +704,12 @@ class PostgresStore(DurablePostgres):
         if changes.status is not None and self._incarnation is None:
             self._begin()  # a status write is a serve session's: give it an incarnation
         owner = self._incarnation
-        lost, refused, rescued = self._run(lambda db: self._apply(db, changes, now, owner, again=False),
-                                           again=lambda db: self._apply(db, changes, now, owner, again=True))
+        lost, refused, rescued, deferred = self._run(
+            lambda db: self._apply(db, changes, now, owner, again=False),
+            again=lambda db: self._apply(db, changes, now, owner, again=True))
+        if deferred:
+            changes.deferred = deferred
+            self.deferred += len(deferred)
         self._rejected(refused)
         if rescued:
             log.warning("rescued %d run(s) of supervisor(s) whose lease lapsed (%.0f s): queued again, their "
@@ -604,19 +717,27 @@ class PostgresStore(DurablePostgres):
         return lost
 
     def _apply(self, db: psycopg.Connection[Any], changes: Changes, now: float, owner: int | None,
-               again: bool) -> tuple[set[int], list[Finish], list[int]]:
+               again: bool) -> tuple[set[int], list[Finish], list[int], set[int]]:
         """One turn's changes in the caller's transaction (`again`: after a lost COMMIT): the
-        claims lost, the finishing writes the fence refused, the runs rescued."""
+        claims lost, the finishing writes the fence refused, the runs rescued, and the lost
+        claims that a limit refused (`_claim_limited`)."""
         lost: set[int] = set()
         refused: list[Finish] = []
         rescued: list[int] = []
+        limited: dict[int, str] = {}  # run id -> its limited job, for the claims still to make
         self._wake_runs(db, changes, now)  # before the claims: a run woken in this turn may be claimed in it
         for run_id, version, unique_key in changes.adopts:
             self._adopt(db, run_id, version, unique_key, now)
         if changes.claims:
-            won = db.execute(self._q(_CLAIM_AGAIN if again else _CLAIM), {
-                "ids": [c[0] for c in changes.claims], "attempts": [c[1] for c in changes.claims],
-                "now": now, "owner": owner}).fetchall()
+            claim = {"ids": [c[0] for c in changes.claims], "attempts": [c[1] for c in changes.claims],
+                     "now": now, "owner": owner}
+            if not self._limits:  # the hot path: no limit to count
+                won = db.execute(self._q(_CLAIM_AGAIN if again else _CLAIM), claim).fetchall()
+            else:
+                claim["limited"] = list(self._limits)
+                rows = db.execute(self._q(_CLAIM_AGAIN_SPARING if again else _CLAIM_SPARING), claim).fetchall()
+                won = [row for row in rows if row[1] is None]
+                limited = {row[0]: row[1] for row in rows if row[1] is not None}
             lost = {c[0] for c in changes.claims} - {row[0] for row in won}
         if changes.unclaims:
             db.execute(self._q(_UNCLAIM), {"ids": [u[0] for u in changes.unclaims],
@@ -648,13 +769,34 @@ class PostgresStore(DurablePostgres):
                     for run_id, fraction, message, metadata in changes.progress])
         if changes.status is not None:
             rescued = self._beat(db, changes.status, now)
+        deferred: set[int] = set()
+        if limited:  # last: the runs this turn ended (and any rescued) no longer count, and the locks are held briefly
+            granted = self._claim_limited(db, changes.claims, limited, now, owner)
+            lost -= granted
+            deferred = set(limited) - granted
         if self.notify and (rescued or changes.unclaims):  # runs waiting again: other supervisors may take them
             db.execute(self._notify_sql)
         if again and refused:
             log.warning("a commit whose COMMIT was lost was applied again: %d finishing write(s) refused "
                         "(written by that COMMIT already, or no longer this supervisor's)", len(refused))
             refused = []
-        return lost, refused, rescued
+        return lost, refused, rescued, deferred
+
+    def _claim_limited(self, db: psycopg.Connection[Any], claims: list[tuple[int, int]], limited: dict[int, str],
+                       now: float, owner: int | None) -> set[int]:
+        """Claim the runs of limited jobs (`limited`: run id -> job) as far as their limits allow,
+        counted in the database under each job's advisory lock (taken in name order: two
+        turns never wait on each other in a cycle); the ids claimed."""
+        names = sorted(set(limited.values()))
+        for name in names:
+            db.execute(_LIMIT_LOCK, (f"actors limit {self.schema}.{name}",))
+        wanted = [c for c in claims if c[0] in limited]
+        limits = [self._limits[name] for name in names]
+        rows = db.execute(self._q(_CLAIM_LIMITED), {
+            "ids": [c[0] for c in wanted], "attempts": [c[1] for c in wanted], "jobs": names,
+            "caps": [x.cap for x in limits], "keyed": [x.keyed for x in limits], "rates": [x.rate for x in limits],
+            "periods": [x.period for x in limits], "now": now, "owner": owner}).fetchall()
+        return {row[0] for row in rows}
 
     def _adopt(self, db: psycopg.Connection[Any], run_id: int, version: int, unique_key: str | None,
                now: float) -> None:
@@ -881,6 +1023,10 @@ class PostgresStore(DurablePostgres):
         return rows[0][0] if rows else None
 
     def record_jobs(self, jobs: list[JobInfo]) -> None:
+        """(See `Store.record_jobs`.) The limits of these jobs (`concurrency`, `rate`) are the
+        ones this store enforces across supervisors from now on (see the module docstring)."""
+        limits = _limits_of(jobs)
+
         def record(db: psycopg.Connection[Any]) -> None:
             for j in jobs:
                 db.execute(self._q(
@@ -891,6 +1037,7 @@ class PostgresStore(DurablePostgres):
                     (j.name, j.version, j.min_version, j.cron, json.dumps(j.options), j.recorded_at))
 
         self._run(record, again=record)
+        self._limits = limits
 
     def jobs(self) -> list[JobInfo]:
         rows = self._all("SELECT name, version, min_version, cron, options, recorded_at FROM {s}.jobs ORDER BY name")

@@ -21,8 +21,9 @@ from ..errors import StoreError
 # 1: runs, attempts, steps, cron, incarnations (the supervisors serving) and their workers;
 # 2: runs.rescued_at, so that serving supervisors pick up runs rescued below their scan pointer;
 # 3: jobs, what the supervisors serving the store declared (for readers without the code);
-# 4: durable execution (runs.parent_id, wait, current_step; steps.position; events) and runs.tenant
-VERSION = 4
+# 4: durable execution (runs.parent_id, wait, current_step; steps.position; events) and runs.tenant;
+# 5: starts, the recent starts of rate-limited jobs (`rate` enforced across supervisors)
+VERSION = 5
 
 _V1 = (
     """CREATE TABLE {s}.runs (
@@ -163,7 +164,16 @@ _V4 = (
     "CREATE INDEX events_unhandled ON {s}.events (id) WHERE NOT handled",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)  # MIGRATIONS[n] brings version n to n + 1
+_V5 = (
+    # the starts of rate-limited jobs within their window, by the database clock (never a
+    # host's): what every supervisor counts, under the job's advisory lock, before it claims a
+    # run of such a job. Only those jobs write it, and each of their claims deletes the rows
+    # older than the window, so it holds about `rate` rows per job
+    "CREATE TABLE {s}.starts (job text NOT NULL, at timestamptz NOT NULL)",
+    "CREATE INDEX starts_job ON {s}.starts (job, at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)  # MIGRATIONS[n] brings version n to n + 1
 
 
 def migrate(conn: Any, schema: str, quoted: str, upto: int = VERSION) -> int:

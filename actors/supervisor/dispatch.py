@@ -258,6 +258,20 @@ class Limits:
         self.running[key] += 1
         return None
 
+    def defer(self, ticket: Ticket) -> None:
+        """A run admitted here whose claim the store refused (its own count of the limit, across
+        supervisors): it is not counted nor started after all, and waits at the head of its line."""
+        key = ticket.line
+        running = self.running.get(key, 0)
+        if running > 1:
+            self.running[key] = running - 1
+        else:
+            self.running.pop(key, None)
+        starts = self._starts.get(ticket.job.name)
+        if starts:
+            starts.pop()  # the latest: a start of this turn
+        self.parked.setdefault(ticket.job.name, {}).setdefault(key, deque()).appendleft(ticket)
+
     def _park(self, ticket: Ticket, key: Any) -> None:
         line = self.parked.setdefault(ticket.job.name, {}).setdefault(key, deque())
         if not line or line[0] is not ticket:

@@ -254,7 +254,7 @@ class ServeLoop:
                 return
             if self.metrics is not None:
                 self.metrics.committed(changes, tracker.tickets, time.perf_counter() - began, time.time())
-        tracker.act(sends, lost)
+        tracker.act(sends, lost, changes.deferred)
         self._check_progress()
 
     def _open_windows(self) -> list[Window]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol
 
 from ..job import Job
@@ -38,11 +38,13 @@ from ..protocol import (
 from ..run import NewRun, Outcome, RunStatus
 from ..stores import Changes, Finish
 from ..stores.base import BY_NAME, Suspension, Waiting
-from .dispatch import Estimates, Limits, Policy, ReadyQueue, Ticket, Window, fill
+from .dispatch import NO_LINE, Estimates, Limits, Policy, ReadyQueue, Ticket, Window, fill
 from .outcomes import ERROR_TYPES, PolicyFailed, describe_death, settle
 from .waits import Waits
 
 log = logging.getLogger("actors")
+DEFER = 0.05  # seconds before a claim refused by a store's limit (`Changes.deferred`) is tried again
+DEFER_CAP = 1.0  # ... doubling while refused, to at most this
 
 
 class Effects(Protocol):
@@ -80,6 +82,7 @@ class Tracker:
         self.after: list[tuple[Ticket, RunStatus, float | None]] = []  # to act on once committed
         self.unarmed: list[Ticket] = []  # tickets waiting for a time while no loop runs
         self.rate_timers: dict[str, Any] = {}  # job -> the timer that wakes its parked line
+        self.deferrals: dict[str, int] = {}  # job -> its claims refused in a row by a store's limit (`_defer`)
         self.scanned = 0  # the highest run id read from the store
         self.backlog = False  # stored runs past `scanned` wait to be read (see `loop.PAGE`)
         self.completed = 0
@@ -244,14 +247,22 @@ class Tracker:
         changes, self.changes = self.changes, Changes()
         return changes
 
-    def act(self, sends: list[tuple[Window, list[Ticket]]], lost: set[int]) -> None:
-        """The turn's changes are committed: send the claimed runs, then act on the decisions."""
+    def act(self, sends: list[tuple[Window, list[Ticket]]], lost: set[int],
+            deferred: Collection[int] = ()) -> None:
+        """The turn's changes are committed: send the claimed runs, then act on the decisions.
+        Of the `lost` claims, those `deferred` (a limit counted in the store refused them) wait
+        here and try again later (`_defer`); the others are dropped."""
         effects = self.effects
         if lost:
             effects.wake()  # the workers those claims were for have room again
+        waits: list[Ticket] = []
         for window, batch in sends:
+            if self.deferrals:
+                for ticket in batch:
+                    if ticket.id not in lost:
+                        self.deferrals.pop(ticket.job.name, None)  # claimed: its next refusal waits briefly again
             if lost:
-                batch = self._drop_lost(window, batch, lost)
+                batch = self._drop_lost(window, batch, lost, deferred, waits)
                 if not batch:
                     continue
             if window.inflight and window.inflight[0] is batch[0]:
@@ -261,6 +272,8 @@ class Tracker:
             if effects.listening:
                 for ticket in batch:
                     effects.emit("started", ticket)
+        for ticket in reversed(waits):  # the last first: each goes to the head of its line
+            self._defer(ticket)
         after, self.after = self.after, []
         for ticket, status, retry_at in after:
             if status is RunStatus.RETRYING:
@@ -280,14 +293,19 @@ class Tracker:
             if effects.listening:
                 effects.emit(status.value, ticket)
 
-    def _drop_lost(self, window: Window, batch: list[Ticket], lost: set[int]) -> list[Ticket]:
+    def _drop_lost(self, window: Window, batch: list[Ticket], lost: set[int], deferred: Collection[int] = (),
+                   waits: list[Ticket] | None = None) -> list[Ticket]:
         """Claims the store refused (cancelled meanwhile by another process, or claimed by another
-        supervisor of a shared store): forget them; "cancelled" reaches listeners only for the first."""
+        supervisor of a shared store): forget them; "cancelled" reaches listeners only for the first.
+        Those `deferred` by a limit go to `waits` instead (they stay live here)."""
         kept = []
         for ticket in batch:
             if ticket.id in lost:
                 window.inflight.remove(ticket)
                 window.ahead -= ticket.estimate
+                if ticket.id in deferred and waits is not None and ticket.line is not NO_LINE:
+                    waits.append(ticket)
+                    continue
                 self._released(ticket)
                 self.tickets.pop(ticket.id, None)
                 self.effects.emit("cancelled", ticket)
@@ -313,6 +331,21 @@ class Tracker:
             self.ready.push(head)
         if heads:
             self.effects.wake()
+
+    def _defer(self, ticket: Ticket) -> None:
+        """A claim the store's own count of a limit refused (other supervisors of a shared store
+        hold the job's allowance): the run waits at the head of its line, its attempt not counted,
+        and the job's lines try again after `DEFER` seconds, doubling to `DEFER_CAP` while refused
+        (or sooner, when a run of its line ends here)."""
+        ticket.attempts -= 1
+        self.limits.defer(ticket)
+        name = ticket.job.name
+        if name not in self.rate_timers:
+            refusals = self.deferrals.get(name, 0)
+            self.deferrals[name] = refusals + 1
+            timer = self.effects.later(min(DEFER_CAP, DEFER * 2.0 ** min(refusals, 16)), self._unpark, name)
+            if timer is not None:
+                self.rate_timers[name] = timer
 
     def _released(self, ticket: Ticket) -> None:
         """A run left its worker: a limited job's next parked run (of its key) may try again."""

@@ -301,7 +301,7 @@ def test_changes_applied_twice_claim_and_finish_once(stores, postgres_dsn, postg
     done = Changes(successes=[(run_id, 1, "1", now, None, None)])
     store.commit(done, now)
     with store._tx() as db:
-        lost, refused, _ = store._apply(db, done, now, store.incarnation, again=True)
+        lost, refused, _, _ = store._apply(db, done, now, store.incarnation, again=True)
     assert (lost, refused) == (set(), [])  # refused by the fence (written already), logged, not counted
     assert store.get(run_id).status is RunStatus.SUCCEEDED and store.rejected == 0  # type: ignore[union-attr]
 

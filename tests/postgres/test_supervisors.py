@@ -88,7 +88,8 @@ def supervisors(tmp_path: Path, postgres_dsn: str, postgres_schema: str) -> Iter
 def start(started: list[subprocess.Popen[bytes]], tmp_path: Path, dsn: str, schema: str, lease: float,
           name: str) -> subprocess.Popen[bytes]:
     script = tmp_path / "serve_pg.py"
-    script.write_text(SUPERVISOR)
+    if not script.exists():  # written once: rewriting it while another supervisor starts could hand that one a void
+        script.write_text(SUPERVISOR)
     out = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - the process writes it
     proc = subprocess.Popen([sys.executable, str(script), dsn, schema, str(lease), str(tmp_path / "runs.log")],
                             stdout=out, stderr=subprocess.STDOUT, env=script_env(), cwd=tmp_path)
