@@ -30,14 +30,13 @@ import contextlib
 import json
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
 from ..errors import StoreError
-from ..stores.postgres import _SCHEMA_NAME, PostgresStore, _describe
+from ..stores.postgres import LEASE, PostgresStore, _describe, url_options
 from ..stores.postgres_schema import VERSION
 from . import queries
 from .queries import LIST_COLUMNS, LIVE, TEXT_CAP, Detail, RunPage, RunRow
@@ -45,35 +44,14 @@ from .queries import LIST_COLUMNS, LIVE, TEXT_CAP, Detail, RunPage, RunRow
 _MINUTE = "floor(finished_at / 60)::bigint"
 GAP_TTL = 60.0  # seconds an id missing below the highest read is looked for again
 GAP_CAP = 20_000  # ids remembered at most
-HEARTBEAT_LEASE = 30.0  # PostgresStore's default lease
 
 
 def parse_url(url: str) -> tuple[str, str, float]:
-    """(libpq DSN, schema, lease) from a dashboard's store URL: `?schema=` (default "actors")
-    and `?lease=` (seconds, default 30) are taken out, and so is `?notify=` (a supervisor's
-    option, the same URL as theirs works); the rest is passed to libpq as given."""
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    schema, lease = "actors", HEARTBEAT_LEASE
-    rest = []
-    for key, value in query:
-        if key == "schema":
-            schema = value
-        elif key == "lease":
-            try:
-                lease = float(value)
-            except ValueError:
-                raise ValueError(f"invalid lease {value!r} in the store URL: expected seconds") from None
-            if not lease > 0:
-                raise ValueError(f"invalid lease {value!r} in the store URL: expected a positive number")
-        elif key == "notify":  # the supervisors' LISTEN/NOTIFY switch: the dashboard polls either way
-            continue
-        else:
-            rest.append((key, value))
-    if not _SCHEMA_NAME.match(schema):
-        raise ValueError(f"invalid schema name {schema!r}: lower-case letters, digits and _ only")
-    dsn = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(rest)))
-    return dsn, schema, lease
+    """(libpq DSN, schema, lease) from a store URL, as `PostgresStore` reads it (`?schema=`,
+    default "actors"; `?lease=` seconds, default 30; `?notify=` is the supervisors' and
+    ignored here: the dashboard polls)."""
+    dsn, options = url_options(url)
+    return dsn, options.get("schema", "actors"), options.get("lease", LEASE)
 
 
 def _scalar(row: Any) -> int:

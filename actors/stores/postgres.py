@@ -110,6 +110,7 @@ SLOW_POLL = 1.0  # seconds between polls of a store that LISTENs (notifications 
 RECONNECT = Retry(base=0.05, cap=5.0)  # the backoff between tries to reach the server again
 _T = TypeVar("_T")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+LEASE = 30.0  # seconds: the default lease (see `PostgresStore`)
 _LIVE = "('queued', 'running', 'retrying', 'waiting')"
 _RUN_COLUMNS = (
     "id, job, status, input, output, priority, attempts, max_attempts, timeout, created_at, scheduled_at, "
@@ -356,24 +357,48 @@ def _describe(dsn: str) -> str:
             f"{parts.get('dbname', '')}")
 
 
-def _take_notify(dsn: str) -> tuple[str, bool | None]:
-    """A URL's `notify` query parameter (ours: libpq refuses names it does not know) and the URL
-    without it; None where the DSN names none."""
+def url_options(dsn: str) -> tuple[str, dict[str, Any]]:
+    """A URL's query parameters of ours (libpq refuses names it does not know) and the URL
+    without them: `schema` (a name), `lease` (seconds > 0), `notify` (true/false), as
+    {name: value} of those it names; a ValueError that names a bad one. A DSN that is not a
+    URL ("host=... dbname=...") names none."""
     base, mark, query = dsn.partition("?")
     if not mark or not dsn.startswith(("postgresql://", "postgres://")):
-        return dsn, None
-    kept, notify = [], None
+        return dsn, {}
+    kept: list[str] = []
+    options: dict[str, Any] = {}
     for pair in query.split("&"):
         name, _, value = pair.partition("=")
-        if name != "notify":
-            kept.append(pair)
-        elif value.lower() in ("true", "on", "yes", "1"):
-            notify = True
-        elif value.lower() in ("false", "off", "no", "0"):
-            notify = False
+        if name == "notify":
+            if value.lower() not in _BOOLEANS:
+                raise ValueError(f"invalid notify={value!r} in the store URL: expected true or false")
+            options["notify"] = _BOOLEANS[value.lower()]
+        elif name == "schema":
+            options["schema"] = _schema_name(value)
+        elif name == "lease":
+            options["lease"] = _lease(value, "in the store URL")
         else:
-            raise ValueError(f"invalid notify={value!r} in the store URL: expected true or false")
-    return base + ("?" + "&".join(kept) if kept else ""), notify
+            kept.append(pair)
+    return base + ("?" + "&".join(kept) if kept else ""), options
+
+
+_BOOLEANS = {"true": True, "on": True, "yes": True, "1": True, "false": False, "off": False, "no": False, "0": False}
+
+
+def _schema_name(schema: Any) -> str:
+    if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"invalid schema name {schema!r}: lower-case letters, digits and _ only")
+    return schema
+
+
+def _lease(value: Any, where: str = "") -> float:
+    try:
+        lease = float(value)
+    except (TypeError, ValueError):
+        lease = float("nan")
+    if not lease > 0 or lease == float("inf"):
+        raise ValueError(f"invalid lease {value!r}{' ' + where if where else ''}: expected a positive number of seconds")
+    return lease
 
 
 def _first_line(exc: BaseException) -> str:
@@ -391,7 +416,9 @@ def _lost(db: psycopg.Connection[Any] | None, exc: psycopg.Error) -> bool:
 class PostgresStore(DurablePostgres):
     """A `Store` in a PostgreSQL schema that several supervisors may serve at once.
 
-    - `dsn`: a libpq connection string or URL ("postgresql://user@host:5432/db").
+    - `dsn`: a libpq connection string or URL ("postgresql://user@host:5432/db"); a URL may
+      also say `?schema=NAME`, `?lease=SECONDS` and `?notify=false` (what `--store` of the
+      command and the dashboard can pass): a keyword that says otherwise is a ValueError.
     - `schema`: the PostgreSQL schema holding the tables ("actors"), created where missing.
     - `lease`: seconds after its last heartbeat that a supervisor's runs may be rescued by
       another (30; the heartbeat comes about once a second).
@@ -405,14 +432,15 @@ class PostgresStore(DurablePostgres):
       listening one's gets "-listen" added): `pg_stat_activity` tells them apart.
     """
 
-    def __init__(self, dsn: str, *, schema: str = "actors", lease: float = 30.0, rescue_batch: int = 500,
+    def __init__(self, dsn: str, *, schema: str | None = None, lease: float | None = None, rescue_batch: int = 500,
                  notify: bool = True, reconnect: float = 60.0) -> None:
-        if not _SCHEMA_NAME.match(schema):
-            raise ValueError(f"invalid schema name {schema!r}: lower-case letters, digits and _ only")
-        if lease <= 0:
-            raise ValueError(f"invalid lease {lease!r}: expected a positive number of seconds")
-        dsn, in_url = _take_notify(dsn)
-        self.notify = notify and in_url is not False
+        dsn, in_url = url_options(dsn)
+        for name, given in (("schema", schema), ("lease", lease)):
+            if given is not None and name in in_url and in_url[name] != given:
+                raise ValueError(f"{name} given twice: {given!r} and {in_url[name]!r} in the store URL")
+        schema = _schema_name(schema if schema is not None else in_url.get("schema", "actors"))
+        lease = _lease(lease) if lease is not None else in_url.get("lease", LEASE)
+        self.notify = notify and in_url.get("notify") is not False
         self.reconnect = float(reconnect)
         self.dsn = dsn
         self.schema = schema

@@ -7,6 +7,7 @@ Each test gets a schema of its own on $ACTORS_TEST_POSTGRES (tests/conftest.py).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -279,3 +280,25 @@ def test_cron_ticks_only_move_forward(stores, postgres_dsn, postgres_schema):
     a.set_cron("nightly", NOW + 60)
     a.set_cron("nightly", NOW)  # a slower supervisor writing an older tick
     assert a.cron_last("nightly") == NOW + 60
+
+
+def test_a_url_names_the_schema_lease_and_notify_and_a_keyword_may_not_contradict_it(postgres_dsn, postgres_schema):
+    from actors.stores.postgres import url_options
+
+    assert url_options(f"{postgres_dsn}?schema={postgres_schema}&lease=5&notify=false&sslmode=disable") == (
+        f"{postgres_dsn}?sslmode=disable", {"schema": postgres_schema, "lease": 5.0, "notify": False})
+    assert url_options("host=x dbname=y") == ("host=x dbname=y", {})
+    store = PostgresStore(f"{postgres_dsn}?schema={postgres_schema}&lease=5")
+    try:
+        assert (store.schema, store.lease, store.notify) == (postgres_schema, 5.0, True)
+        with Client(f"{postgres_dsn}?schema={postgres_schema}") as client:  # a URL is all the command has
+            assert client.store.schema == postgres_schema  # type: ignore[attr-defined]
+    finally:
+        store.close()
+    for bad, words in ((f"{postgres_dsn}?schema=Bad-Name", "invalid schema name 'Bad-Name'"),
+                       (f"{postgres_dsn}?lease=-1", "invalid lease '-1' in the store URL"),
+                       (f"{postgres_dsn}?notify=maybe", "invalid notify='maybe'")):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            PostgresStore(bad)
+    with pytest.raises(ValueError, match="schema given twice"):
+        PostgresStore(f"{postgres_dsn}?schema={postgres_schema}", schema="other")
