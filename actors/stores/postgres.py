@@ -142,6 +142,10 @@ _INSERT_MANY = (
 _KEYED = "SELECT id, status FROM {s}.runs WHERE job = %s AND key = %s"
 _UNIQUE_LIVE = f"SELECT id FROM {{s}}.runs WHERE job = %s AND unique_key = %s AND status IN {_LIVE}"
 _TAKE_KEY = "UPDATE {s}.runs SET key = NULL WHERE id = %s AND key = %s"
+# a debounced submit (see `Store.insert`): the key's run takes the later input while it is
+# queued, never attempted and not due (a claim meanwhile makes this change nothing)
+_DEBOUNCE = ("UPDATE {s}.runs SET input = %s, scheduled_at = %s, priority = %s, timeout = %s, metadata = %s, "
+             "tenant = %s WHERE id = %s AND status = 'queued' AND attempts = 0 AND scheduled_at > %s")
 
 _DUPLICATE_ADOPT = (f"SELECT 1 FROM {{s}}.runs AS o, {{s}}.runs AS r WHERE r.id = %(id)s AND o.job = r.job "
                     f"AND o.unique_key = %(key)s AND o.status IN {_LIVE} AND o.id <> %(id)s")
@@ -694,7 +698,12 @@ class PostgresStore(DurablePostgres):
             replaced: int | None = None
             if run.key is not None:
                 keyed = db.execute(self._q(_KEYED), (run.job, run.key)).fetchone()
-                if keyed is not None:
+                if keyed is not None and run.debounce:
+                    if db.execute(self._q(_DEBOUNCE), (run.input, run.scheduled_at, run.priority, run.timeout,
+                                                       run.metadata, run.tenant, keyed[0], now)).rowcount:
+                        return keyed[0], False
+                    replaced = keyed[0]  # due, started or ended: a new burst, a new run takes the key
+                elif keyed is not None:
                     if not (run.rerun and RunStatus(keyed[1]) in run.rerun & TERMINAL):
                         return keyed[0], False
                     replaced = keyed[0]  # a rerun (see `Store.insert`)
@@ -708,7 +717,8 @@ class PostgresStore(DurablePostgres):
                     raise psycopg.Rollback()  # another rerun took the key first: look again
                 row = db.execute(self._q(_INSERT + "ON CONFLICT DO NOTHING RETURNING id"), (
                     run.job, run.input, run.priority, run.max_attempts, run.timeout, now, run.scheduled_at or now,
-                    run.version, run.key, run.unique_key, replaced if replaced is not None else run.rerun_of,
+                    run.version, run.key, run.unique_key,
+                    replaced if replaced is not None and not run.debounce else run.rerun_of,
                     run.parent_id, run.tenant, run.metadata)).fetchone()
                 if row is None:
                     raise psycopg.Rollback()  # a key or live unique key taken meanwhile: look again

@@ -92,3 +92,38 @@ def test_events_are_stored_in_order_found_for_a_run_handled_once_and_purged(stor
     assert [e.id for e in store.new_events(first)] == [second]
     assert store.purge_events(NOW) == 1  # the early one
     assert [e.id for e in store.find_events("approved", run_id, [])] == [first, second]
+
+
+# -- debounce (`NewRun.debounce`: see Store.insert) ------------------------------------------------------
+
+
+def test_a_debounced_submit_replaces_the_queued_runs_input_and_pushes_it_back(store: Store):
+    from test_contract import new
+
+    (first, created), = store.insert([new(input='{"x": 1}', key="k", debounce=True, scheduled_at=NOW + 5)], NOW)
+    assert created
+    (again, created), = store.insert([new(input='{"x": 2}', key="k", debounce=True, scheduled_at=NOW + 6,
+                                          priority=3, tenant="acme", metadata='{"why": "later"}')], NOW + 1)
+    assert (again, created) == (first, False)
+    record = snapshot(store, first)
+    assert (record.input, record.scheduled_at, record.priority, record.tenant) == ('{"x": 2}', NOW + 6, 3, "acme")
+    assert record.metadata == {"why": "later"}
+    other, created = store.insert([new(input='{"x": 3}', key="other", debounce=True, scheduled_at=NOW + 6)],
+                                  NOW + 1)[0]
+    assert created and other != first
+
+
+def test_a_debounced_submit_after_its_run_is_due_or_started_makes_a_new_run_that_takes_the_key(store: Store):
+    from test_contract import new
+
+    (first, _), = store.insert([new(input='{"x": 1}', key="k", debounce=True, scheduled_at=NOW + 5)], NOW)
+    claim(store, first, 1, now=NOW + 5)
+    (second, created), = store.insert([new(input='{"x": 2}', key="k", debounce=True, scheduled_at=NOW + 10)],
+                                      NOW + 6)
+    assert created and second != first
+    assert snapshot(store, first).input == '{"x": 1}'  # the started run keeps its input, and loses the key
+    assert (snapshot(store, first).key, snapshot(store, second).key) == (None, "k")
+    (due, _), = store.insert([new(input='{"x": 3}', key="j", debounce=True, scheduled_at=NOW + 7)], NOW + 6)
+    (later, created), = store.insert([new(input='{"x": 4}', key="j", debounce=True, scheduled_at=NOW + 20)],
+                                     NOW + 8)  # `due` is due by now: a new burst
+    assert created and later != due and snapshot(store, due).input == '{"x": 3}'
