@@ -34,28 +34,8 @@ SQLite and memory (`base.py`); what differs is who may serve:
   `unique_key`); a cron tick's run carries the key "cron:<tick>", so it runs once. A run
   submitted by name is adopted (its version and unique key) by every supervisor that loads it;
   that write skips a row another transaction holds (SKIP LOCKED) rather than wait for it.
-- Limits, what is enforced where. Each supervisor keeps its own `Limits` (dispatch.py: it
-  counts the runs it holds, and parks those that may not start); that alone would let each of
-  several supervisors run a job's whole allowance. So the store also enforces, in the database,
-  the limits of the jobs recorded through it (`record_jobs`, which a supervisor calls at each
-  `serve()` with its own definitions): `concurrency=n` (the runs of the job `running`, in any
-  supervisor), `concurrency=Limit(n, key="tenant")` (the same per stored tenant; runs without
-  one share a key), and `rate`/`throttle` (at most N starts in any window of the period, by
-  the database clock: the table `starts` keeps the recent starts of rate-limited jobs). A
-  `Limit` whose key is a function is enforced per supervisor only (its keys are computed there
-  and not stored). In a turn's transaction, the claim statement claims the runs of unlimited
-  jobs as before and names the claimable runs of limited ones; those are claimed last in the
-  transaction (after the turn's finishes, so a run ended in the turn frees its place), under
-  `pg_advisory_xact_lock` per limited job (taken in name order, held to COMMIT: two
-  supervisors' claims of one job take turns, and the second counts what the first committed),
-  as far as the counts allow, in the order asked for. A claim refused by a limit is lost and
-  named in `Changes.deferred`: the supervisor keeps that run at the head of its line and tries
-  again after 50 ms, doubling to 1 s while refused (tracker.py `_defer`), or sooner when a run
-  of that line ends there. A store that records no limited job claims with the one statement
-  of before; one that does pays, for claims of unlimited jobs, a `job <> ALL(...)` filter. A
-  run counts as running from its claim (also while it waits in a worker's window) to its end;
-  one of a dead supervisor counts until it is rescued. Supervisors that serve one job with
-  different limits each enforce their own against the shared count.
+- Limits (`concurrency`, `Limit(n, key="tenant")`, `rate`) are enforced in the database
+  across supervisors as well as by each: see `postgres_limits.py`.
 - One connection per store, guarded by a lock (the supervisor's loop thread and submitting
   threads take turns, as with SQLite). A connection lost (the server restarted, the backend
   was terminated, the network broke) is opened again, with backoff (`RECONNECT`: 50 ms
@@ -77,7 +57,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 try:
     import psycopg
@@ -85,7 +65,6 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("the PostgreSQL store needs psycopg 3: pip install 'actors[postgres]'") from exc
 
-from ..durations import parse_rate
 from ..errors import StoreError
 from ..retry import Retry, compute_backoff
 from ..run import (
@@ -101,7 +80,49 @@ from ..run import (
 )
 from .base import DUPLICATE, Changes, Finish, Pending, interrupted_message, success_as_finish
 from .postgres_durable import BY_POSITION, DurablePostgres, wait_of
+from .postgres_limits import (
+    _CLAIM_AGAIN_SPARING,
+    _CLAIM_SPARING,
+    LimitedPostgres,
+    StoreLimit,
+    limits_of,
+)
 from .postgres_schema import VERSION, migrate
+from .postgres_sql import (
+    _ADOPT,
+    _ATTEMPT,
+    _BEAT,
+    _BEGIN,
+    _CANCEL,
+    _CANCEL_DUPLICATE,
+    _CLAIM,
+    _CLAIM_AGAIN,
+    _CLEAR_WORKERS,
+    _DEBOUNCE,
+    _DUPLICATE_ADOPT,
+    _END,
+    _FINISH,
+    _INSERT,
+    _INSERT_MANY,
+    _KEYED,
+    _LIVE_INCARNATION,
+    _PROGRESS,
+    _PURGE,
+    _READY_PAGE,
+    _READY_RESCUED,
+    _REQUEUE,
+    _RESCUE,
+    _RUN_COLUMNS,
+    _SERVED,
+    _SET_CRON,
+    _STEP,
+    _STOP,
+    _SUCCEED,
+    _TAKE_KEY,
+    _UNCLAIM,
+    _UNIQUE_LIVE,
+    _WORKER,
+)
 
 log = logging.getLogger("actors")
 
@@ -111,244 +132,6 @@ RECONNECT = Retry(base=0.05, cap=5.0)  # the backoff between tries to reach the 
 _T = TypeVar("_T")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 LEASE = 30.0  # seconds: the default lease (see `PostgresStore`)
-_LIVE = "('queued', 'running', 'retrying', 'waiting')"
-_RUN_COLUMNS = (
-    "id, job, status, input, output, priority, attempts, max_attempts, timeout, created_at, scheduled_at, "
-    "started_at, finished_at, error_type, message, traceback, progress, progress_message, metadata, "
-    "version, key, rerun_of, parent_id, tenant, wait, current_step"
-)
-# Whether a run's attempt {number} ended interrupted (a primary-key lookup per run).
-_LAST_INTERRUPTED = ("EXISTS (SELECT 1 FROM {s}.attempts AS a WHERE a.run_id = r.id AND a.number = {number} "
-                     "AND a.outcome = 'interrupted')")
-_READY_COLUMNS = ("r.id, r.job, r.input, r.priority, r.attempts, r.free_attempts, r.max_attempts, r.timeout, "
-                  "r.scheduled_at, r.status, r.version, " + _LAST_INTERRUPTED.replace("{number}", "r.attempts")
-                  + ", r.tenant")
-# An incarnation is live while it has not stopped and its lease is younger than %(lease)s seconds.
-_LIVE_INCARNATION = "i.stopped_at IS NULL AND i.beat >= now() - make_interval(secs => %(lease)s)"
-
-# -- the statements, one per intent ({s}: the schema) -------------------------------------------
-
-_INSERT = ("INSERT INTO {s}.runs (job, status, input, priority, max_attempts, timeout, created_at, scheduled_at, "
-           "version, key, unique_key, rerun_of, parent_id, tenant, metadata) VALUES (%s, 'queued', %s, %s, %s, %s, %s, %s, "
-           "%s, %s, %s, %s, %s, %s, %s) ")
-# a batch without keys: one statement; ids are drawn in the order of the rows
-_INSERT_MANY = (
-    "INSERT INTO {s}.runs (job, status, input, priority, max_attempts, timeout, created_at, scheduled_at, version, "
-    "rerun_of) SELECT b.job, 'queued', b.input, b.priority, b.max_attempts, b.timeout, %s, b.scheduled_at, "
-    "b.version, b.rerun_of FROM unnest(%s::text[], %s::text[], %s::integer[], %s::integer[], "
-    "%s::double precision[], %s::double precision[], %s::integer[], %s::bigint[]) WITH ORDINALITY "
-    "AS b(job, input, priority, max_attempts, timeout, scheduled_at, version, rerun_of, n) ORDER BY b.n RETURNING id"
-)
-_KEYED = "SELECT id, status FROM {s}.runs WHERE job = %s AND key = %s"
-_UNIQUE_LIVE = f"SELECT id FROM {{s}}.runs WHERE job = %s AND unique_key = %s AND status IN {_LIVE}"
-_TAKE_KEY = "UPDATE {s}.runs SET key = NULL WHERE id = %s AND key = %s"
-# a debounced submit (see `Store.insert`): the key's run takes the later input while it is
-# queued, never attempted and not due (a claim meanwhile makes this change nothing)
-_DEBOUNCE = ("UPDATE {s}.runs SET input = %s, scheduled_at = %s, priority = %s, timeout = %s, metadata = %s, "
-             "tenant = %s WHERE id = %s AND status = 'queued' AND attempts = 0 AND scheduled_at > %s")
-
-_DUPLICATE_ADOPT = (f"SELECT 1 FROM {{s}}.runs AS o, {{s}}.runs AS r WHERE r.id = %(id)s AND o.job = r.job "
-                    f"AND o.unique_key = %(key)s AND o.status IN {_LIVE} AND o.id <> %(id)s")
-# Every supervisor that loads a run submitted by name adopts it, in its turn's transaction,
-# which also holds the rows it claims and finishes: a row another transaction holds is skipped
-# (SKIP LOCKED), never waited for (two such turns would wait on each other: a deadlock). The
-# holder adopts it itself, or had (it loaded the run too), or is ending it.
-_CANCEL_DUPLICATE = ("UPDATE {s}.runs SET status = 'cancelled', finished_at = %s, error_type = 'DuplicateRun', "
-                     "message = %s WHERE id = (SELECT id FROM {s}.runs WHERE id = %s AND status IN ('queued', "
-                     "'retrying') FOR UPDATE SKIP LOCKED)")
-_ADOPT = ("UPDATE {s}.runs SET version = %s, unique_key = %s "
-          "WHERE id = (SELECT id FROM {s}.runs WHERE id = %s AND version = 0 FOR UPDATE SKIP LOCKED)")
-# The claim: rows in their expected attempt, still waiting, not being claimed by another
-# supervisor at this moment (SKIP LOCKED: that one wins and this claim is lost, without a wait).
-_CLAIMABLE = (
-    "WITH wanted AS (SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS w(id, attempt)), "
-    "claimable AS (SELECT r.id FROM {s}.runs AS r JOIN wanted AS w ON r.id = w.id AND r.attempts = w.attempt - 1 "
-    "WHERE r.status IN ('queued', 'retrying') FOR UPDATE OF r SKIP LOCKED)"
-)
-_CLAIMED = ("UPDATE {s}.runs AS r SET status = 'running', attempts = r.attempts + 1, started_at = %(now)s, "
-            "owner = %(owner)s FROM claimable AS c WHERE r.id = c.id RETURNING r.id")
-_CLAIM = f"{_CLAIMABLE} {_CLAIMED}"
-# The claim done again after a COMMIT whose outcome is unknown (the connection broke during
-# it): a run that the lost COMMIT did claim is running in that attempt under this owner, and is
-# won too (the last SELECT reads the snapshot from before the UPDATE: no row comes twice).
-_CLAIM_AGAIN = (
-    f"{_CLAIMABLE}, claimed AS ({_CLAIMED}) SELECT id FROM claimed UNION ALL SELECT r.id FROM {{s}}.runs AS r "
-    "JOIN wanted AS w ON r.id = w.id AND r.attempts = w.attempt "
-    "WHERE r.status = 'running' AND r.owner IS NOT DISTINCT FROM %(owner)s"
-)
-# The claim while this store knows limited jobs (`_Limit`): it claims the runs of the others,
-# and names the runs of limited jobs still claimable (job not NULL), which `_CLAIM_LIMITED`
-# claims, as their limits allow, once the turn's other writes are done.
-_SPARING = _CLAIMABLE.replace("WHERE r.status", "WHERE r.job <> ALL(%(limited)s::text[]) AND r.status")
-_CANDIDATES = ("SELECT r.id, r.job FROM {s}.runs AS r JOIN wanted AS w ON r.id = w.id AND r.attempts = w.attempt - 1 "
-               "WHERE r.status IN ('queued', 'retrying') AND r.job = ANY(%(limited)s::text[])")
-_CLAIM_SPARING = f"{_SPARING}, claimed AS ({_CLAIMED}) SELECT id, NULL::text FROM claimed UNION ALL {_CANDIDATES}"
-_CLAIM_AGAIN_SPARING = (
-    f"{_SPARING}, claimed AS ({_CLAIMED}) SELECT id, NULL::text FROM claimed UNION ALL SELECT r.id, NULL::text "
-    "FROM {s}.runs AS r JOIN wanted AS w ON r.id = w.id AND r.attempts = w.attempt "
-    f"WHERE r.status = 'running' AND r.owner IS NOT DISTINCT FROM %(owner)s UNION ALL {_CANDIDATES}"
-)
-# Taken before a limited job's runs are counted and claimed, held to COMMIT: two supervisors'
-# claims of one limited job take turns, and the second counts what the first committed.
-_LIMIT_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s))"
-# The claim of limited jobs' runs, under their locks (a statement of its own, so that its
-# snapshot sees every claim committed before the lock was ours). In the order asked for, per job
-# (or per job and tenant, `keyed`): as many as `cap` minus the runs running allows, then as many
-# of those as `rate` minus the starts within `period` (by the database clock) allows; the starts
-# admitted for a rate are recorded, and the ones older than the window deleted.
-_CLAIM_LIMITED = (
-    "WITH wanted AS (SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) WITH ORDINALITY "
-    "AS w(id, attempt, n)), "
-    "lim AS (SELECT * FROM unnest(%(jobs)s::text[], %(caps)s::integer[], %(keyed)s::boolean[], %(rates)s::integer[], "
-    "%(periods)s::double precision[]) AS l(job, cap, keyed, rate, period)), "
-    "cand AS (SELECT r.id, w.n, r.job, CASE WHEN l.keyed THEN r.tenant END AS k FROM {s}.runs AS r "
-    "JOIN wanted AS w ON r.id = w.id AND r.attempts = w.attempt - 1 JOIN lim AS l ON l.job = r.job "
-    "WHERE r.status IN ('queued', 'retrying') FOR UPDATE OF r SKIP LOCKED), "
-    "busy AS (SELECT r.job, CASE WHEN l.keyed THEN r.tenant END AS k, count(*) AS c FROM {s}.runs AS r "
-    "JOIN lim AS l ON l.job = r.job WHERE r.status = 'running' AND l.cap IS NOT NULL GROUP BY 1, 2), "
-    "fits AS (SELECT c.id, c.n, c.job FROM (SELECT cand.*, row_number() OVER (PARTITION BY cand.job, cand.k "
-    "ORDER BY cand.n) AS place FROM cand) AS c JOIN lim AS l ON l.job = c.job LEFT JOIN busy AS b "
-    "ON b.job = c.job AND b.k IS NOT DISTINCT FROM c.k WHERE l.cap IS NULL OR c.place <= l.cap - coalesce(b.c, 0)), "
-    "recent AS (SELECT s.job, count(*) AS c FROM {s}.starts AS s JOIN lim AS l ON l.job = s.job "
-    "WHERE l.rate IS NOT NULL AND s.at > clock_timestamp() - make_interval(secs => l.period) GROUP BY 1), "
-    "admitted AS (SELECT f.id, f.job, l.rate FROM (SELECT fits.*, row_number() OVER (PARTITION BY fits.job "
-    "ORDER BY fits.n) AS place FROM fits) AS f JOIN lim AS l ON l.job = f.job LEFT JOIN recent AS x ON x.job = f.job "
-    "WHERE l.rate IS NULL OR f.place <= l.rate - coalesce(x.c, 0)), "
-    "started AS (INSERT INTO {s}.starts (job, at) SELECT a.job, clock_timestamp() FROM admitted AS a "
-    "WHERE a.rate IS NOT NULL), "
-    "pruned AS (DELETE FROM {s}.starts AS s USING lim AS l WHERE s.job = l.job AND l.rate IS NOT NULL "
-    "AND s.at <= clock_timestamp() - make_interval(secs => l.period)) "
-    "UPDATE {s}.runs AS r SET status = 'running', attempts = r.attempts + 1, started_at = %(now)s, "
-    "owner = %(owner)s FROM admitted AS a WHERE r.id = a.id RETURNING r.id"
-)
-# The fence of every finishing write: the attempt is still running and still ours.
-_FENCE = "r.status = 'running' AND r.owner IS NOT DISTINCT FROM %(owner)s"
-_UNCLAIM = (
-    "UPDATE {s}.runs AS r SET status = 'queued', attempts = r.attempts - 1 "
-    "FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS u(id, attempt) "
-    f"WHERE r.id = u.id AND r.attempts = u.attempt AND {_FENCE}"
-)
-# The hot path's successes of one turn, set-based. A succeeded attempt is the run's last: it is
-# described by the run's own row rather than by a row in `attempts` (as in SQLite).
-_SUCCEED = (
-    "UPDATE {s}.runs AS r SET status = 'succeeded', output = b.output, finished_at = %(now)s, error_type = NULL, "
-    "message = NULL, traceback = NULL, worker_pid = b.pid, peak_rss = b.rss "
-    "FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(outputs)s::text[], %(pids)s::integer[], "
-    "%(rss)s::bigint[]) AS b(id, attempt, output, pid, rss) "
-    f"WHERE r.id = b.id AND r.attempts = b.attempt AND {_FENCE} RETURNING r.id"
-)
-_FINISH = (
-    "UPDATE {s}.runs AS r SET status = %(status)s, output = %(output)s, finished_at = %(finished_at)s, "
-    "error_type = %(error_type)s, message = %(message)s, traceback = %(traceback)s, "
-    "scheduled_at = coalesce(%(retry_at)s, r.scheduled_at), free_attempts = r.free_attempts + %(free)s "
-    f"WHERE r.id = %(id)s AND r.attempts = %(attempt)s AND {_FENCE} RETURNING r.id"
-)
-_ATTEMPT = (
-    "INSERT INTO {s}.attempts (run_id, number, started_at, finished_at, outcome, error_type, message, traceback, "
-    "worker_pid, exit_code, signal, peak_rss) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (run_id, number) DO UPDATE SET started_at = EXCLUDED.started_at, "
-    "finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome, error_type = EXCLUDED.error_type, "
-    "message = EXCLUDED.message, traceback = EXCLUDED.traceback, worker_pid = EXCLUDED.worker_pid, "
-    "exit_code = EXCLUDED.exit_code, signal = EXCLUDED.signal, peak_rss = EXCLUDED.peak_rss"
-)
-_REQUEUE = "UPDATE {s}.runs SET status = 'queued' WHERE id = ANY(%s::bigint[]) AND status = 'retrying'"
-_END = ("UPDATE {s}.runs SET status = %s, finished_at = %s, error_type = %s, message = %s "
-        "WHERE id = %s AND status IN ('queued', 'retrying')")
-# steps and progress of a run go in only while its attempt is ours (steps of a rescued run are
-# the new owner's to write)
-_STEP = ("INSERT INTO {s}.steps (run_id, name, value, position) SELECT %(id)s, %(name)s, %(value)s, %(position)s "
-         "WHERE EXISTS (SELECT 1 FROM {s}.runs AS r WHERE r.id = %(id)s AND r.owner IS NOT DISTINCT FROM %(owner)s) "
-         "ON CONFLICT (run_id, name) DO UPDATE SET value = EXCLUDED.value, "
-         "position = coalesce(EXCLUDED.position, {s}.steps.position)")
-_PROGRESS = (
-    "UPDATE {s}.runs AS r SET progress = coalesce(%(fraction)s, r.progress), "
-    "progress_message = coalesce(%(message)s, r.progress_message), "
-    "metadata = CASE WHEN %(metadata)s::text IS NULL THEN r.metadata "
-    "ELSE (coalesce(r.metadata, '{{}}')::jsonb || %(metadata)s::jsonb)::text END "
-    "WHERE r.id = %(id)s AND r.owner IS NOT DISTINCT FROM %(owner)s"
-)
-
-_BEGIN = ("INSERT INTO {s}.incarnations (pid, host, started_at, heartbeat_at) VALUES (%s, %s, %s, %s) "
-          "RETURNING id")
-# The heartbeat, with what the supervisor writes of itself; says whether the lease had lapsed
-# before it (the supervisor was frozen or cut off: its runs may have been rescued).
-_BEAT = (
-    "UPDATE {s}.incarnations AS i SET beat = now(), pid = %(pid)s, host = %(host)s, started_at = %(started_at)s, "
-    "heartbeat_at = %(heartbeat_at)s, workers = %(workers)s, restarts = %(restarts)s, kills = %(kills)s, "
-    "stopped_at = %(stopped_at)s FROM {s}.incarnations AS old WHERE i.id = %(id)s AND old.id = i.id "
-    "RETURNING old.beat < now() - make_interval(secs => %(lease)s)"
-)
-_STOP = "UPDATE {s}.incarnations SET stopped_at = coalesce(stopped_at, %s) WHERE id = %s"
-_CLEAR_WORKERS = "DELETE FROM {s}.workers WHERE incarnation = %s"
-_WORKER = ("INSERT INTO {s}.workers (incarnation, slot, pid, run_id, job, busy_since, rss, started_at, restarts, "
-           "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
-# The rescue: running runs whose owner is no live incarnation (stopped, lease lapsed, none),
-# never our own, a batch at a time (SKIP LOCKED: rows another rescuer holds are its to rescue).
-_RESCUE = (
-    "WITH victims AS (SELECT r.id, r.attempts, r.started_at, "
-    + _LAST_INTERRUPTED.replace("{number}", "r.attempts - 1") + " AS again "
-    "FROM {s}.runs AS r WHERE r.status = 'running' AND r.owner IS DISTINCT FROM %(me)s "
-    f"AND NOT EXISTS (SELECT 1 FROM {{s}}.incarnations AS i WHERE i.id = r.owner AND {_LIVE_INCARNATION}) "
-    "ORDER BY r.id LIMIT %(batch)s FOR UPDATE OF r SKIP LOCKED), "
-    "logged AS (INSERT INTO {s}.attempts (run_id, number, started_at, finished_at, outcome, error_type, message) "
-    "SELECT v.id, v.attempts, coalesce(v.started_at, %(now)s), %(now)s, 'interrupted', 'Interrupted', "
-    "CASE WHEN v.again THEN %(again)s ELSE %(first)s END FROM victims AS v "
-    "ON CONFLICT (run_id, number) DO UPDATE SET finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome, "
-    "error_type = EXCLUDED.error_type, message = EXCLUDED.message) "
-    "UPDATE {s}.runs AS r SET status = 'queued', owner = NULL, rescued_at = now(), "
-    "free_attempts = r.free_attempts + CASE WHEN v.again THEN 0 ELSE 1 END "
-    "FROM victims AS v WHERE r.id = v.id RETURNING r.id"
-)
-_SERVED = f"SELECT EXISTS (SELECT 1 FROM {{s}}.incarnations AS i WHERE {_LIVE_INCARNATION})"
-
-_READY_PAGE = (f"SELECT {_READY_COLUMNS} FROM {{s}}.runs AS r WHERE r.status IN ('queued', 'retrying') "
-               "AND r.id > %s ORDER BY r.id LIMIT %s")
-_READY_RESCUED = (f"SELECT {_READY_COLUMNS} FROM {{s}}.runs AS r "
-                  "WHERE r.rescued_at >= coalesce(%s::timestamptz, '-infinity') AND r.id <= %s "
-                  "AND r.status IN ('queued', 'retrying') ORDER BY r.id")
-_CANCEL = ("UPDATE {s}.runs SET status = 'cancelled', finished_at = %s, error_type = 'RunCancelled', wait = NULL, "
-           "message = CASE status WHEN 'waiting' THEN 'cancelled while waiting' ELSE 'cancelled before it started' END "
-           "WHERE id = %s AND status IN ('queued', 'retrying', 'waiting')")
-_PURGE = (
-    "WITH doomed AS (DELETE FROM {s}.runs WHERE id IN (SELECT id FROM {s}.runs WHERE status = ANY(%s::text[]) "
-    "AND finished_at < %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id), "
-    "gone_attempts AS (DELETE FROM {s}.attempts WHERE run_id IN (SELECT id FROM doomed)), "
-    "gone_steps AS (DELETE FROM {s}.steps WHERE run_id IN (SELECT id FROM doomed)) "
-    "SELECT count(*) FROM doomed"
-)
-# cron ticks only move forward, whichever supervisor writes last
-_SET_CRON = ("INSERT INTO {s}.cron (job, last_tick) VALUES (%s, %s) ON CONFLICT (job) DO UPDATE "
-             "SET last_tick = greatest({s}.cron.last_tick, EXCLUDED.last_tick)")
-
-
-class _Limit(NamedTuple):
-    """A job's limits as this store enforces them across supervisors (`record_jobs`)."""
-
-    cap: int | None  # the most runs running at once (per tenant when `keyed`), or None
-    keyed: bool  # `concurrency=Limit(n, key="tenant")`: the cap is per stored tenant
-    rate: int | None  # the most starts within `period` seconds, or None
-    period: float | None
-
-
-def _limits_of(jobs: list[JobInfo]) -> dict[str, _Limit]:
-    """The limits this store enforces, from the jobs' options (`Job.options()`): `concurrency`
-    (per job, or per tenant for `Limit(n, key="tenant")`) and `rate`/`throttle`, as the
-    supervisor's `Limits` reads them (N starts in a window of period * N / count, N = int(count)).
-    A `Limit` whose key is a function is left to each supervisor: its keys are not stored."""
-    limits: dict[str, _Limit] = {}
-    for j in jobs:
-        options = j.options or {}
-        cap, key, rate = options.get("concurrency"), options.get("concurrency_key"), options.get("rate")
-        if key not in (None, "tenant"):
-            cap = None
-        count = period = None
-        if rate:
-            per, seconds = parse_rate(rate)
-            count = max(1, int(per))
-            period = seconds * count / per
-        if cap is not None or count is not None:
-            limits[j.name] = _Limit(int(cap) if cap is not None else None, key == "tenant", count, period)
-    return limits
 
 
 def _describe(dsn: str) -> str:
@@ -417,7 +200,7 @@ def _lost(db: psycopg.Connection[Any] | None, exc: psycopg.Error) -> bool:
     return isinstance(exc, psycopg.OperationalError) and (db is None or db.closed or db.broken)
 
 
-class PostgresStore(DurablePostgres):
+class PostgresStore(DurablePostgres, LimitedPostgres):
     """A `Store` in a PostgreSQL schema that several supervisors may serve at once.
 
     - `dsn`: a libpq connection string or URL ("postgresql://user@host:5432/db"); a URL may
@@ -459,7 +242,7 @@ class PostgresStore(DurablePostgres):
         self._incarnation: int | None = None
         self._seen_at: Any = None  # the database time of the last load_ready (see `_READY_RESCUED`)
         self.rejected = 0  # finishing writes refused by the fence (late results of rescued attempts)
-        self._limits: dict[str, _Limit] = {}  # the limited jobs this store's supervisor serves (`record_jobs`)
+        self._limits: dict[str, StoreLimit] = {}  # the limited jobs this store's supervisor serves (`record_jobs`)
         self.deferred = 0  # claims refused by a limit (other supervisors held its allowance)
         try:
             named = psycopg.conninfo.conninfo_to_dict(dsn).get("application_name")
@@ -820,22 +603,6 @@ class PostgresStore(DurablePostgres):
             refused = []
         return lost, refused, rescued, deferred
 
-    def _claim_limited(self, db: psycopg.Connection[Any], claims: list[tuple[int, int]], limited: dict[int, str],
-                       now: float, owner: int | None) -> set[int]:
-        """Claim the runs of limited jobs (`limited`: run id -> job) as far as their limits allow,
-        counted in the database under each job's advisory lock (taken in name order: two
-        turns never wait on each other in a cycle); the ids claimed."""
-        names = sorted(set(limited.values()))
-        for name in names:
-            db.execute(_LIMIT_LOCK, (f"actors limit {self.schema}.{name}",))
-        wanted = [c for c in claims if c[0] in limited]
-        limits = [self._limits[name] for name in names]
-        rows = db.execute(self._q(_CLAIM_LIMITED), {
-            "ids": [c[0] for c in wanted], "attempts": [c[1] for c in wanted], "jobs": names,
-            "caps": [x.cap for x in limits], "keyed": [x.keyed for x in limits], "rates": [x.rate for x in limits],
-            "periods": [x.period for x in limits], "now": now, "owner": owner}).fetchall()
-        return {row[0] for row in rows}
-
     def _adopt(self, db: psycopg.Connection[Any], run_id: int, version: int, unique_key: str | None,
                now: float) -> None:
         """A run submitted by name takes the serving job's version and unique key; one whose
@@ -1063,7 +830,7 @@ class PostgresStore(DurablePostgres):
     def record_jobs(self, jobs: list[JobInfo]) -> None:
         """(See `Store.record_jobs`.) The limits of these jobs (`concurrency`, `rate`) are the
         ones this store enforces across supervisors from now on (see the module docstring)."""
-        limits = _limits_of(jobs)
+        limits = limits_of(jobs)
 
         def record(db: psycopg.Connection[Any]) -> None:
             for j in jobs:
