@@ -305,9 +305,10 @@ class RunRecord:
 
     @property
     def waiting_for(self) -> str | None:
-        """What a waiting run waits for, for a person: `sleeping until 2026-12-03T10:00:00Z`,
-        `waiting for runs 4, 5`, `waiting for event 'approved' matching {"id": 7} until ...`;
-        None unless the run is waiting."""
+        """In words, what a waiting run waits for, or None unless the run is waiting.
+
+        For example "sleeping until 2026-12-03T10:00:00Z", "waiting for runs 4, 5", or
+        "waiting for event 'approved' matching {...} until ..."."""
         if self.status is not RunStatus.WAITING or self.wait is None:
             return None
         return describe_wait(self.wait)
@@ -321,8 +322,8 @@ class RunRecord:
 
     @property
     def step_log(self) -> list[StepRecord]:
-        """The run's durable records in order: steps with their failed tries, sleeps, children
-        and waits (`StepRecord`); needs the record read with attempts (its `steps`)."""
+        """The run's durable records in order (each a `StepRecord`): steps with their failed tries,
+        sleeps, children and waits; needs the record read with attempts (its `steps`)."""
         failures = self.metadata.get("step_failures")
         failures = failures if isinstance(failures, dict) else {}
         return [StepRecord.of(name, value, failures.get(name)) for name, value in self.steps.items()]
