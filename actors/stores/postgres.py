@@ -90,6 +90,7 @@ from .postgres_limits import (
 from .postgres_schema import VERSION, migrate
 from .postgres_sql import (
     _ADOPT,
+    _ADOPT_MANY,
     _ATTEMPT,
     _BEAT,
     _BEGIN,
@@ -547,8 +548,12 @@ class PostgresStore(DurablePostgres, LimitedPostgres):
         rescued: list[int] = []
         limited: dict[int, str] = {}  # run id -> its limited job, for the claims still to make
         self._wake_runs(db, changes, now)  # before the claims: a run woken in this turn may be claimed in it
+        plain = [(run_id, version) for run_id, version, unique_key in changes.adopts if unique_key is None]
+        if plain:  # a batch submitted by name (a Client's): one statement, not one per run
+            db.execute(self._q(_ADOPT_MANY), ([a[0] for a in plain], [a[1] for a in plain]))
         for run_id, version, unique_key in changes.adopts:
-            self._adopt(db, run_id, version, unique_key, now)
+            if unique_key is not None:
+                self._adopt(db, run_id, version, unique_key, now)
         if changes.claims:
             claim = {"ids": [c[0] for c in changes.claims], "attempts": [c[1] for c in changes.claims],
                      "now": now, "owner": owner}

@@ -53,6 +53,11 @@ _CANCEL_DUPLICATE = ("UPDATE {s}.runs SET status = 'cancelled', finished_at = %s
                      "'retrying') FOR UPDATE SKIP LOCKED)")
 _ADOPT = ("UPDATE {s}.runs SET version = %s, unique_key = %s "
           "WHERE id = (SELECT id FROM {s}.runs WHERE id = %s AND version = 0 FOR UPDATE SKIP LOCKED)")
+# ... and those without a unique key (no conflict is possible), all in one statement
+_ADOPT_MANY = ("WITH a AS (SELECT * FROM unnest(%s::bigint[], %s::integer[]) AS a(id, version)), "
+               "free AS (SELECT r.id FROM {s}.runs AS r JOIN a ON r.id = a.id WHERE r.version = 0 "
+               "FOR UPDATE OF r SKIP LOCKED) "
+               "UPDATE {s}.runs AS r SET version = a.version FROM a JOIN free ON free.id = a.id WHERE r.id = a.id")
 # The claim: rows in their expected attempt, still waiting, not being claimed by another
 # supervisor at this moment (SKIP LOCKED: that one wins and this claim is lost, without a wait).
 _CLAIMABLE = (
