@@ -255,6 +255,7 @@ class PostgresStore(DurablePostgres, LimitedPostgres):
         self._listen_sql = f'LISTEN "{channel}"'
         self._listener: psycopg.Connection[Any] | None = None  # serving with notify: the LISTENing connection
         self._listen_tried = 0.0  # monotonic time of the last try to LISTEN
+        self._listens = 0  # LISTENing connections opened so far
         self._polled_at = 0.0  # monotonic time `changed()` last said "poll"
         with self._mutex:
             try:
@@ -417,12 +418,27 @@ class PostgresStore(DurablePostgres, LimitedPostgres):
             log.warning("cannot LISTEN on store %s (%s): polling meanwhile", self.where, _first_line(exc))
             return
         self._listener = listener
+        self._listens += 1  # a new generation for `wake_socket`
 
     def _unlisten(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(Exception):
                 listener.close()
+
+    def wake_socket(self) -> tuple[int, int] | None:
+        """(generation, a duplicate of the LISTENing connection's socket) for a loop to watch:
+        readable, it calls `changed()` at once instead of at its next poll. The loop owns the
+        duplicate (closes it), so the store may close its connection whenever; a new
+        connection has a new generation. None while nothing LISTENs."""
+        with self._mutex:
+            listener = self._listener
+            if listener is None or listener.closed or listener.broken:
+                return None
+            try:
+                return self._listens, os.dup(listener.fileno())
+            except (OSError, psycopg.Error):
+                return None
 
     @property
     def incarnation(self) -> int | None:

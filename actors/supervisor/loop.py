@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -81,6 +82,7 @@ class ServeLoop:
         # from another thread at that moment is not lost) and submits while no loop runs.
         self.lock = threading.RLock()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._watched: tuple[int, int] | None = None  # (generation, socket) of the store's the loop watches
         self.thread: int | None = None
         self.pool: Pool | None = None
         self.servers: ForkServers | None = None  # from the first serve() to close()
@@ -327,6 +329,12 @@ class ServeLoop:
     def _poll_store(self) -> None:
         """Pick up runs that other processes (Clients) stored (the pager reads them in turn while
         a backlog is being read)."""
+        if self._look():
+            self._watch_store()
+            self.later(self.sup.poll_interval, self._poll_store)
+
+    def _look(self) -> bool:
+        """One look at the store for what others committed; False when the store failed."""
         store = self.sup.store
         try:
             if store.changed():
@@ -336,8 +344,33 @@ class ServeLoop:
             self.tracker.waits.recheck()
         except StoreError as exc:
             self._die(exc)
+            return False
+        return True
+
+    def _watch_store(self, stop: bool = False) -> None:
+        """A store that can say when others commit (PostgreSQL's LISTENing socket,
+        `wake_socket`): the loop looks at once when it is readable, not at the next poll (which
+        stays the truth). Follows the store's connection as it changes; `stop` lets it go."""
+        socket_of = getattr(self.sup.store, "wake_socket", None)
+        if not callable(socket_of) or self.loop is None:
             return
-        self.later(self.sup.poll_interval, self._poll_store)
+        found, watched = None if stop else socket_of(), self._watched
+        if found is not None and watched is not None and found[0] == watched[0]:
+            os.close(found[1])  # the same connection: keep watching it
+            return
+        if watched is not None:
+            self.loop.remove_reader(watched[1])
+            os.close(watched[1])
+            self._watched = None
+        if found is not None:
+            self._watched = found
+            self.loop.add_reader(found[1], self._on_store_readable)
+
+    def _on_store_readable(self) -> None:
+        if self.stage is not Stage.SERVING:
+            self._watch_store(stop=True)  # stopping: the poll no longer looks either
+        elif self._look():  # drains the notifications: readable no more
+            self._watch_store()
 
     def read_events(self) -> None:
         """Events stored since the last look: wake the runs waiting for them, start the runs
@@ -471,6 +504,7 @@ class ServeLoop:
             self._write_status()
             sup._cron.start()
             self.later(sup.poll_interval, self._poll_store)
+            self._watch_store()
             self.read_events()  # those stored while nobody served
             if sup.max_memory is not None:
                 self.later(MEMORY_SAMPLE, self._sample_memory)
@@ -479,6 +513,7 @@ class ServeLoop:
                 self.begin_stop(self._stop_request)
             await self._stopped
         finally:
+            self._watch_store(stop=True)
             self.pool.close()
             changes = self.tracker.take_changes()
             if self.fatal is None:
