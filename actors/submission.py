@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
+
 from .durations import Duration, optional_duration, parse_duration
 from .job import Job, type_name
 from .run import NewRun, RunStatus
@@ -63,6 +65,19 @@ def submitted_input(job: Job[Any, Any] | None, input: Any, fields: dict[str, Any
     return fields
 
 
+def by_name_json(job: str, value: Any) -> str:
+    """An input submitted by the job's name alone (a `Client` without the job's code), as the
+    JSON the serving supervisor validates: a pydantic model's fields, else the value as JSON
+    data (a str is a JSON string, not JSON text); TypeError naming the job for anything else,
+    NaN and infinities included."""
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"the input of a {job!r} run (submitted by name) cannot be stored as JSON: {exc}") from None
+
+
 def new_runs(job: Job[Any, Any] | str, inputs: Iterable[Any], now: float, *, default_attempts: int | None,
              priority: int | None = None, timeout: Duration | None = None, delay: Duration | None = None,
              at: datetime | None = None, keys: Sequence[str] | None = None,
@@ -71,7 +86,7 @@ def new_runs(job: Job[Any, Any] | str, inputs: Iterable[Any], now: float, *, def
     """The rows to store for `inputs`, in order; raises before anything is stored.
 
     - `job`: a `Job` (each input is validated: pydantic.ValidationError) or a bare job name
-      (each input stored as is: JSON text, or data serialized with `json.dumps`).
+      (each input stored as JSON data, unvalidated: see `by_name_json`).
     - `now`: epoch seconds, the base of `delay`.
     - `default_attempts`: the attempts of the submitter's default retry, used for a `Job` with
       no retry of its own; None stores no limit, so the serving supervisor's policy decides when
@@ -127,8 +142,8 @@ def new_runs(job: Job[Any, Any] | str, inputs: Iterable[Any], now: float, *, def
                            unique_key(text)) for text in map(validate, inputs)]
     else:
         prio = 0 if priority is None else priority
-        rows = [NewRun(job, value if isinstance(value, str) else json.dumps(value), prio, None, run_timeout,
-                       scheduled, BY_NAME) for value in inputs]
+        rows = [NewRun(job, by_name_json(job, value), prio, None, run_timeout, scheduled, BY_NAME)
+                for value in inputs]
     if keys is not None:
         if len(keys) != len(rows):
             raise ValueError(f"{len(keys)} keys for {len(rows)} inputs")

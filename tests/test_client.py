@@ -458,3 +458,20 @@ def test_a_client_that_knows_the_job_returns_its_model_from_any_handle(db: str):
         assert knowing.handle(by_name.id).result(timeout=5) == Doubled(doubled=6)
         assert knowing.handle(with_job.id).result(timeout=5) == Doubled(doubled=8)
         assert knowing.submit("double", {"x": 5}).job is double  # by name, known: the model too
+
+
+def test_a_client_without_the_jobs_code_stores_inputs_by_name_as_json_data(tmp_path):
+    from pydantic import BaseModel
+
+    from actors import Client
+
+    class Point(BaseModel):
+        x: int
+
+    with Client(str(tmp_path / "runs.db"), create=True) as client:
+        texts = [client.get(client.submit("j", value).id).input for value in ("ann", 3, {"a": [1]}, Point(x=2))]
+        assert texts == ['"ann"', "3", '{"a": [1]}', '{"x":2}']
+        for bad in (float("nan"), object()):
+            with pytest.raises(TypeError, match="the input of a 'j' run .submitted by name. cannot be stored as JSON"):
+                client.submit("j", bad)
+        assert len(client.runs()) == 4  # nothing stored for the refused ones
