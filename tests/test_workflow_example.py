@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -12,8 +13,9 @@ import sys
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
-from conftest import ROOT, live_descendants, script_env, wait_until
+from conftest import ROOT, script_env, wait_until
 
 from actors import Client, RunStatus
 
@@ -27,6 +29,16 @@ APPROVE = re.compile(r"^approve run (\d+) \((.+?)\): (actors emit .+)$", re.M)
 CHILDREN = {"thumbnail", "palette", "describe"}
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def left_in(cwd: Path) -> list[psutil.Process]:
+    """Live processes working in `cwd` (the example's, and every process it started, inherit
+    it; an orphan is reparented away from this test, so descendants would not show it)."""
+    left = []
+    for proc in psutil.process_iter(["cwd", "status"]):
+        if proc.info["cwd"] == str(cwd) and proc.info["status"] != psutil.STATUS_ZOMBIE and proc.pid != os.getpid():
+            left.append(proc)
+    return left
 
 
 def run_example(cwd: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
@@ -131,7 +143,7 @@ def test_auto_approve_runs_the_whole_workflow_and_stores_each_result(tmp_path: P
     about = {Path(json.loads(r.input)["src"]).name: r.result["description"] for r in runs}
     assert about["a.jpg"]["exif"].get("Make") == "test camera" and about["a.jpg"]["width"] == 300
     assert about["c.png"]["format"] == "PNG" and about["c.png"]["exif"] == {}
-    assert live_descendants() == []
+    assert left_in(tmp_path) == []  # the example's supervisor, fork server and workers all ended
 
     again = run_example(tmp_path, str(tmp_path / "src"), "--auto-approve", "--thumb-size", "64")
     assert again.returncode == 0, again.stdout + again.stderr
