@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -48,6 +49,23 @@ def start_script(tmp_path: Path, code: str, *args: str, **kwargs) -> subprocess.
     path = write_script(tmp_path, code)
     return subprocess.Popen([sys.executable, str(path), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=script_env(), cwd=tmp_path, **kwargs)
+
+
+class Collector:
+    """Reads a child's pipe in a thread, so the test can wait for a line without blocking."""
+
+    def __init__(self, stream) -> None:
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01, what: str = "condition"):

@@ -8,11 +8,10 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, script_env, wait_until
+from conftest import ROOT, Collector, script_env, wait_until
 
 from actors import Client, RunStatus
 
@@ -47,23 +46,6 @@ def store_runs(path: Path) -> list:
 
 def thumbs(folder: Path, suffix: str = ".jpg") -> list[Path]:
     return sorted(p for p in folder.glob(f"*{suffix}") if not p.name.startswith("."))
-
-
-class Collector:
-    """Reads a child's pipe in a thread, so the test can wait for a line without blocking."""
-
-    def __init__(self, stream) -> None:
-        self.lines: list[str] = []
-        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self.thread.start()
-
-    def _read(self, stream) -> None:
-        for line in stream:
-            self.lines.append(line)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.lines)
 
 
 @pytest.mark.timeout(90)

@@ -10,12 +10,11 @@ import re
 import shlex
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT, script_env, wait_until
+from conftest import ROOT, Collector, script_env, wait_until
 
 from actors import Client, RunStatus
 
@@ -84,23 +83,6 @@ def approve(cwd: Path, command: str) -> subprocess.CompletedProcess[str]:
     assert words[0] == "actors"
     return subprocess.run([sys.executable, "-m", "actors", *words[1:]], capture_output=True, text=True, timeout=40,
                           env=script_env(), cwd=cwd)
-
-
-class Collector:
-    """Reads a child's pipe in a thread, so the test can wait for a line without blocking."""
-
-    def __init__(self, stream) -> None:
-        self.lines: list[str] = []
-        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self.thread.start()
-
-    def _read(self, stream) -> None:
-        for line in stream:
-            self.lines.append(line)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.lines)
 
 
 def test_auto_approve_runs_the_whole_workflow_and_stores_each_result(tmp_path: Path):
