@@ -118,8 +118,10 @@ class Handle(Generic[Out]):
 
     def children(self) -> list[Handle[Any]]:
         """Handles of the runs this one dispatched or invoked (`ctx.dispatch`, `ctx.invoke`), in
-        order; their `result()` is plain JSON data (the job is not known from here)."""
-        return [Handle(self._owner, run_id, None) for run_id in self.record(attempts=True).children]
+        order; a child's `result()` is typed when this handle's owner knows its job, else JSON."""
+        jobs = getattr(self._owner, "jobs", None) or {}
+        return [Handle(self._owner, step.value["run"], jobs.get(step.name)) for step in self.steps()
+                if step.kind == "child" and isinstance(step.value, dict) and "run" in step.value]
 
     def steps(self) -> list[StepRecord]:
         """The run's durable records in order (`RunRecord.step_log`): steps with their failed

@@ -450,3 +450,15 @@ def test_parents_that_invoke_one_key_at_once_share_the_child_while_it_runs(db: s
     assert len(lines(tmp_path / "square.txt")) == 1, "the keyed child ran twice"
     assert len({p.children()[0].id for p in parents}) == 1
     sup.close()
+
+
+def test_a_childs_handle_from_its_parent_gives_the_typed_output(db: str, tmp_path: Path):
+    sup = Supervisor([fan_out, square], workers=1, store=db)
+    parent = sup.submit(fan_out, Box(dir=str(tmp_path), n=2))
+    sup.serve(until="drained")
+    children = parent.children()
+    assert [h.job for h in children] == [square, square]
+    assert [h.result(timeout=5) for h in children] == [1, 4]
+    with Client(db) as client:  # a client without the code: plain JSON, the same values
+        assert [h.result(timeout=5) for h in client.handle(parent.id).children()] == [1, 4]
+    sup.close()
