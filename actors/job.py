@@ -459,13 +459,16 @@ class Job(Generic[In, Out]):
         """The job's options as JSON data: what a store records of it (`Store.record_jobs`) and
         `actors jobs` shows. Durations in seconds; `attempts` from its own retry (None: the
         supervisor's default); `unique` whether it has one; `concurrency_key` the `Limit`'s key
-        (None, "tenant" or the function's name); `priority_fn` / `timeout_fn` the names of the
+        (None, "tenant" or the function's name) and `concurrency_by` what it is (None, "tenant"
+        or "input": a function of the input); `priority_fn` / `timeout_fn` the names of the
         functions that compute them at submit, if any; `rate` also what `throttle=` gave."""
         return {"timeout": self.timeout, "soft_timeout": self.soft_timeout,
                 "attempts": self.retry.attempts if self.retry else None, "priority": int(self.priority),
                 "concurrency": self.concurrency, "rate": self.rate, "unique": bool(self.unique),
                 "version": self.version, "min_version": self.min_version, "cron": self.cron,
-                "concurrency_key": Limit(1, self.concurrency_key).describe(), "debounce": self.debounce,
+                "concurrency_key": Limit(1, self.concurrency_key).describe(),
+                "concurrency_by": None if self.concurrency_key is None else
+                "tenant" if isinstance(self.concurrency_key, str) else "input", "debounce": self.debounce,
                 "priority_fn": _fn_name(self.priority_fn), "timeout_fn": _fn_name(self.timeout_fn)}
 
     def priority_for(self, input_json: str) -> int:

@@ -68,6 +68,7 @@ def test_options_show_the_new_options():
     assert one_per_group.options()["concurrency"] == 1
     assert one_per_group.options()["concurrency_key"] == "<lambda>"
     assert two_per_tenant.options()["concurrency_key"] == "tenant"
+    assert (one_per_group.options()["concurrency_by"], two_per_tenant.options()["concurrency_by"]) == ("input", "tenant")
     computed = computed_options.options()
     assert computed["priority_fn"] == computed["timeout_fn"] == "<lambda>"
     assert computed["timeout"] is None and computed["priority"] == 0
@@ -268,3 +269,17 @@ def test_debounce_in_the_memory_store_updates_the_queued_run():
     assert Item.model_validate_json(record.input).n == 2 and record.metadata == {"v": 2} and record.tenant == "t"
     assert record.scheduled_at > time.time() + 0.5
     sup.close()
+
+
+def test_a_key_function_named_tenant_is_still_a_function_of_the_input_for_a_shared_store():
+    from actors import Limit
+    from actors.run import JobInfo
+    from actors.stores.postgres_limits import limits_of
+
+    def tenant(item: Item) -> str:  # a name that reads like the stored tenant
+        return item.group
+
+    by_group = job(lambda item: 0, name="by_group", input=Item, concurrency=Limit(1, key=tenant))
+    infos = [JobInfo(j.name, 1, None, None, j.options(), 0.0) for j in (by_group, two_per_tenant)]
+    assert {name: limit.keyed for name, limit in limits_of(infos).items()} == {"by_group": "input",
+                                                                               "two_per_tenant": "tenant"}

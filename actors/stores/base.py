@@ -126,6 +126,10 @@ class Changes:
     # one whose unique key is already live is cancelled as a duplicate (its claim is then lost)
     adopts: list[tuple[int, int, str | None]] = field(default_factory=list)
     claims: list[tuple[int, int]] = field(default_factory=list)  # (run_id, new attempt number)
+    # run_id -> its `Limit` key as JSON text, for the claims of jobs whose `Limit` key is a
+    # function (the same text in every supervisor for one input): a shared store counts those
+    # keys across supervisors (PostgreSQL, `postgres_limits.py`); the others ignore it
+    claim_keys: dict[int, str] = field(default_factory=dict)
     finishes: list[Finish] = field(default_factory=list)
     # the hot path's successes, compact: (run_id, attempt, output JSON, started_at, worker_pid, peak_rss)
     successes: list[tuple[int, int, str, float, int | None, int | None]] = field(default_factory=list)

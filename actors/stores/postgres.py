@@ -34,7 +34,7 @@ SQLite and memory (`base.py`); what differs is who may serve:
   `unique_key`); a cron tick's run carries the key "cron:<tick>", so it runs once. A run
   submitted by name is adopted (its version and unique key) by every supervisor that loads it;
   that write skips a row another transaction holds (SKIP LOCKED) rather than wait for it.
-- Limits (`concurrency`, `Limit(n, key="tenant")`, `rate`) are enforced in the database
+- Limits (`concurrency`, `Limit(n, key=...)`, `rate`) are enforced in the database
   across supervisors as well as by each: see `postgres_limits.py`.
 - One connection per store, guarded by a lock (the supervisor's loop thread and submitting
   threads take turns, as with SQLite). A connection lost (the server restarted, the backend
@@ -613,7 +613,7 @@ class PostgresStore(DurablePostgres, LimitedPostgres):
             rescued = self._beat(db, changes.status, now)
         deferred: set[int] = set()
         if limited:  # last: the runs this turn ended (and any rescued) no longer count, and the locks are held briefly
-            granted = self._claim_limited(db, changes.claims, limited, now, owner)
+            granted = self._claim_limited(db, changes.claims, limited, changes.claim_keys, now, owner)
             lost -= granted
             deferred = set(limited) - granted
         if self.notify and (rescued or changes.unclaims):  # runs waiting again: other supervisors may take them

@@ -6,10 +6,14 @@ several supervisors run a job's whole allowance. So the store also enforces, in 
 the limits of the jobs recorded through it (`record_jobs`, which a supervisor calls at each
 `serve()` with its own definitions): `concurrency=n` (the runs of the job `running`, in any
 supervisor), `concurrency=Limit(n, key="tenant")` (the same per stored tenant; runs without
-one share a key), and `rate`/`throttle` (at most N starts in any window of the period, by
-the database clock: the table `starts` keeps the recent starts of rate-limited jobs). A
-`Limit` whose key is a function is enforced per supervisor only (its keys are computed there
-and not stored). In a turn's transaction, the claim statement claims the runs of unlimited
+one share a key), `concurrency=Limit(n, key=<a function of the input>)` (the same per key:
+the supervisor computes a run's key when it admits it, and passes it with the claim as JSON
+text, `Changes.claim_keys`, the same in every supervisor for one input; the claim writes it
+to `runs.limit_key`, which the claims of every supervisor count), and `rate`/`throttle` (at
+most N starts in any window of the period, by the database clock: the table `starts` keeps
+the recent starts of rate-limited jobs). The store tells the keys apart by the recorded
+`concurrency_by` ("tenant", or "input" for a function; jobs recorded before it existed by
+`concurrency_key`, where a function named `tenant` would be taken for the tenant). In a turn's transaction, the claim statement claims the runs of unlimited
 jobs as before and names the claimable runs of limited ones; those are claimed last in the
 transaction (after the turn's finishes, so a run ended in the turn frees its place), under
 `pg_advisory_xact_lock` per limited job (taken in name order, held to COMMIT: two
@@ -52,25 +56,28 @@ _CLAIM_AGAIN_SPARING = (
 _LIMIT_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s))"
 # The claim of limited jobs' runs, under their locks (a statement of its own, so that its
 # snapshot sees every claim committed before the lock was ours). In the order asked for, per job
-# (or per job and tenant, `keyed`): as many as `cap` minus the runs running allows, then as many
+# (or per job and key, `keyed`: the stored tenant, or for 'input' the key passed with the claim,
+# which a running run has in `limit_key`): as many as `cap` minus the runs running allows, then as many
 # of those as `rate` minus the starts within `period` (by the database clock) allows; the starts
 # admitted for a rate are recorded, and the ones older than the window deleted.
 _CLAIM_LIMITED = (
-    "WITH wanted AS (SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) WITH ORDINALITY "
-    "AS w(id, attempt, n)), "
-    "lim AS (SELECT * FROM unnest(%(jobs)s::text[], %(caps)s::integer[], %(keyed)s::boolean[], %(rates)s::integer[], "
+    "WITH wanted AS (SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(keys)s::text[]) "
+    "WITH ORDINALITY AS w(id, attempt, key, n)), "
+    "lim AS (SELECT * FROM unnest(%(jobs)s::text[], %(caps)s::integer[], %(keyed)s::text[], %(rates)s::integer[], "
     "%(periods)s::double precision[]) AS l(job, cap, keyed, rate, period)), "
-    "cand AS (SELECT r.id, w.n, r.job, CASE WHEN l.keyed THEN r.tenant END AS k FROM {s}.runs AS r "
+    "cand AS (SELECT r.id, w.n, r.job, w.key, CASE l.keyed WHEN 'tenant' THEN r.tenant WHEN 'input' THEN w.key END "
+    "AS k FROM {s}.runs AS r "
     "JOIN wanted AS w ON r.id = w.id AND r.attempts = w.attempt - 1 JOIN lim AS l ON l.job = r.job "
     "WHERE r.status IN ('queued', 'retrying') FOR UPDATE OF r SKIP LOCKED), "
-    "busy AS (SELECT r.job, CASE WHEN l.keyed THEN r.tenant END AS k, count(*) AS c FROM {s}.runs AS r "
+    "busy AS (SELECT r.job, CASE l.keyed WHEN 'tenant' THEN r.tenant WHEN 'input' THEN r.limit_key END AS k, "
+    "count(*) AS c FROM {s}.runs AS r "
     "JOIN lim AS l ON l.job = r.job WHERE r.status = 'running' AND l.cap IS NOT NULL GROUP BY 1, 2), "
-    "fits AS (SELECT c.id, c.n, c.job FROM (SELECT cand.*, row_number() OVER (PARTITION BY cand.job, cand.k "
+    "fits AS (SELECT c.id, c.n, c.job, c.key FROM (SELECT cand.*, row_number() OVER (PARTITION BY cand.job, cand.k "
     "ORDER BY cand.n) AS place FROM cand) AS c JOIN lim AS l ON l.job = c.job LEFT JOIN busy AS b "
     "ON b.job = c.job AND b.k IS NOT DISTINCT FROM c.k WHERE l.cap IS NULL OR c.place <= l.cap - coalesce(b.c, 0)), "
     "recent AS (SELECT s.job, count(*) AS c FROM {s}.starts AS s JOIN lim AS l ON l.job = s.job "
     "WHERE l.rate IS NOT NULL AND s.at > clock_timestamp() - make_interval(secs => l.period) GROUP BY 1), "
-    "admitted AS (SELECT f.id, f.job, l.rate FROM (SELECT fits.*, row_number() OVER (PARTITION BY fits.job "
+    "admitted AS (SELECT f.id, f.job, f.key, l.rate FROM (SELECT fits.*, row_number() OVER (PARTITION BY fits.job "
     "ORDER BY fits.n) AS place FROM fits) AS f JOIN lim AS l ON l.job = f.job LEFT JOIN recent AS x ON x.job = f.job "
     "WHERE l.rate IS NULL OR f.place <= l.rate - coalesce(x.c, 0)), "
     "started AS (INSERT INTO {s}.starts (job, at) SELECT a.job, clock_timestamp() FROM admitted AS a "
@@ -78,37 +85,38 @@ _CLAIM_LIMITED = (
     "pruned AS (DELETE FROM {s}.starts AS s USING lim AS l WHERE s.job = l.job AND l.rate IS NOT NULL "
     "AND s.at <= clock_timestamp() - make_interval(secs => l.period)) "
     "UPDATE {s}.runs AS r SET status = 'running', attempts = r.attempts + 1, started_at = %(now)s, "
-    "owner = %(owner)s FROM admitted AS a WHERE r.id = a.id RETURNING r.id"
+    "owner = %(owner)s, limit_key = a.key FROM admitted AS a WHERE r.id = a.id RETURNING r.id"
 )
 
 
 class StoreLimit(NamedTuple):
     """A job's limits as this store enforces them across supervisors (`record_jobs`)."""
 
-    cap: int | None  # the most runs running at once (per tenant when `keyed`), or None
-    keyed: bool  # `concurrency=Limit(n, key="tenant")`: the cap is per stored tenant
+    cap: int | None  # the most runs running at once (per key when `keyed`), or None
+    # the cap's key: None (per job), "tenant" (`Limit(n, key="tenant")`: the stored tenant) or
+    # "input" (`Limit(n, key=<a function>)`: the key the supervisor passes with each claim)
+    keyed: str | None
     rate: int | None  # the most starts within `period` seconds, or None
     period: float | None
 
 
 def limits_of(jobs: list[JobInfo]) -> dict[str, StoreLimit]:
     """The limits this store enforces, from the jobs' options (`Job.options()`): `concurrency`
-    (per job, or per tenant for `Limit(n, key="tenant")`) and `rate`/`throttle`, as the
-    supervisor's `Limits` reads them (N starts in a window of period * N / count, N = int(count)).
-    A `Limit` whose key is a function is left to each supervisor: its keys are not stored."""
+    (per job, per tenant for `Limit(n, key="tenant")`, per key for a `Limit` whose key is a
+    function: `concurrency_by` says which) and `rate`/`throttle`, as the
+    supervisor's `Limits` reads them (N starts in a window of period * N / count, N = int(count))."""
     limits: dict[str, StoreLimit] = {}
     for j in jobs:
         options = j.options or {}
         cap, key, rate = options.get("concurrency"), options.get("concurrency_key"), options.get("rate")
-        if key not in (None, "tenant"):
-            cap = None
+        keyed = options.get("concurrency_by", None if key is None else "tenant" if key == "tenant" else "input")
         count = period = None
         if rate:
             per, seconds = parse_rate(rate)
             count = max(1, int(per))
             period = seconds * count / per
         if cap is not None or count is not None:
-            limits[j.name] = StoreLimit(int(cap) if cap is not None else None, key == "tenant", count, period)
+            limits[j.name] = StoreLimit(int(cap) if cap is not None else None, keyed, count, period)
     return limits
 
 
@@ -122,17 +130,19 @@ class LimitedPostgres:
         def _q(self, statement: str) -> str: ...
 
     def _claim_limited(self, db: psycopg.Connection[Any], claims: list[tuple[int, int]], limited: dict[int, str],
-                       now: float, owner: int | None) -> set[int]:
+                       keys: dict[int, str], now: float, owner: int | None) -> set[int]:
         """Claim the runs of limited jobs (`limited`: run id -> job) as far as their limits allow,
         counted in the database under each job's advisory lock (taken in name order: two
-        turns never wait on each other in a cycle); the ids claimed."""
+        turns never wait on each other in a cycle); `keys`: run id -> its key for a `Limit`
+        whose key is a function (`Changes.claim_keys`). The ids claimed."""
         names = sorted(set(limited.values()))
         for name in names:
             db.execute(_LIMIT_LOCK, (f"actors limit {self.schema}.{name}",))
         wanted = [c for c in claims if c[0] in limited]
         limits = [self._limits[name] for name in names]
         rows = db.execute(self._q(_CLAIM_LIMITED), {
-            "ids": [c[0] for c in wanted], "attempts": [c[1] for c in wanted], "jobs": names,
+            "ids": [c[0] for c in wanted], "attempts": [c[1] for c in wanted],
+            "keys": [keys.get(c[0]) for c in wanted], "jobs": names,
             "caps": [x.cap for x in limits], "keyed": [x.keyed for x in limits], "rates": [x.rate for x in limits],
             "periods": [x.period for x in limits], "now": now, "owner": owner}).fetchall()
         return {row[0] for row in rows}

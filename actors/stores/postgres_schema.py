@@ -22,8 +22,9 @@ from ..errors import StoreError
 # 2: runs.rescued_at, so that serving supervisors pick up runs rescued below their scan pointer;
 # 3: jobs, what the supervisors serving the store declared (for readers without the code);
 # 4: durable execution (runs.parent_id, wait, current_step; steps.position; events) and runs.tenant;
-# 5: starts, the recent starts of rate-limited jobs (`rate` enforced across supervisors)
-VERSION = 5
+# 5: starts, the recent starts of rate-limited jobs (`rate` enforced across supervisors);
+# 6: runs.limit_key, the key of a `Limit` whose key is a function (enforced across supervisors)
+VERSION = 6
 
 _V1 = (
     """CREATE TABLE {s}.runs (
@@ -173,7 +174,15 @@ _V5 = (
     "CREATE INDEX starts_job ON {s}.starts (job, at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)  # MIGRATIONS[n] brings version n to n + 1
+_V6 = (
+    # the key of `concurrency=Limit(n, key=<a function>)` as the supervisor computed it from the
+    # input (JSON text), written by the claim of a run of such a job: the claims of every
+    # supervisor count the running runs per job and limit_key (no index: the count reads the
+    # running runs of the limited jobs, as it does for the other limits)
+    "ALTER TABLE {s}.runs ADD COLUMN limit_key text",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)  # MIGRATIONS[n] brings version n to n + 1
 
 
 def migrate(conn: Any, schema: str, quoted: str, upto: int = VERSION) -> int:

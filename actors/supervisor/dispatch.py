@@ -13,6 +13,7 @@ keeps load balanced for CPU-bound work. A worker is topped up when half its wind
 from __future__ import annotations
 
 import heapq
+import json
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -334,14 +335,29 @@ class Limits:
         return sum(len(line) for lines in self.parked.values() for line in lines.values())
 
 
+def key_text(key: Any) -> str:
+    """A `Limit` key function's value as text, the same in every process for the same input
+    (`Changes.claim_keys`): JSON with sorted keys; sets sorted, other values by their repr."""
+    return json.dumps(key, sort_keys=True, default=_key_part)
+
+
+def _key_part(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):  # its repr's order changes with the hash seed
+        return sorted(value, key=key_text)
+    return repr(value)
+
+
 def fill(window: Window, ready: ReadyQueue, live: dict[int, Ticket], limits: Limits, estimates: Estimates,
          claims: list[tuple[int, int]], max_runs: int | None, now: float,
          rate_refused: Callable[[Job[Any, Any]], None],
-         key_failed: Callable[[Ticket, str], None] | None = None) -> list[Ticket]:
+         key_failed: Callable[[Ticket, str], None] | None = None,
+         claim_keys: dict[int, str] | None = None) -> list[Ticket]:
     """Claim ready runs for one worker while its window has room (see the module docstring); the
-    batch to send it. Each claim counts an attempt and is recorded in `claims`; a run refused by
-    its job's limits is parked there, and `rate_refused(job)` is told when the rate refused it;
-    `key_failed(ticket, reason)` when its `Limit` key could not be computed (it is not claimed)."""
+    batch to send it. Each claim counts an attempt and is recorded in `claims`, and, for a job
+    whose `Limit` key is a function, its key in `claim_keys` (`key_text`: a shared store counts
+    it); a run refused by its job's limits is parked there, and `rate_refused(job)` is told when
+    the rate refused it; `key_failed(ticket, reason)` when its `Limit` key could not be computed
+    (it is not claimed)."""
     inflight = window.inflight
     if window.retiring or inflight and (not window.ready or window.ahead >= TARGET_AHEAD / 2):
         return []
@@ -354,12 +370,15 @@ def fill(window: Window, ready: ReadyQueue, live: dict[int, Ticket], limits: Lim
         ticket = ready.pop()
         if ticket.id not in live:
             continue  # cancelled while queued
-        if ticket.job.limited and (refused := limits.admit(ticket, time.monotonic())):
-            if refused == "rate":  # a concurrency refusal waits for a release instead
-                rate_refused(ticket.job)
-            elif refused == "error" and key_failed is not None:
-                key_failed(ticket, limits.errors.pop(ticket.id, "its Limit key could not be computed"))
-            continue
+        if ticket.job.limited:
+            if refused := limits.admit(ticket, time.monotonic()):
+                if refused == "rate":  # a concurrency refusal waits for a release instead
+                    rate_refused(ticket.job)
+                elif refused == "error" and key_failed is not None:
+                    key_failed(ticket, limits.errors.pop(ticket.id, "its Limit key could not be computed"))
+                continue
+            if claim_keys is not None and callable(ticket.job.concurrency_key):
+                claim_keys[ticket.id] = key_text(ticket.line[1])
         ticket.attempts += 1
         ticket.claimed_at = now
         ticket.estimate = cost(ticket.job.name)

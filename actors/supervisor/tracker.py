@@ -238,7 +238,8 @@ class Tracker:
             if not self.ready:
                 break
             batch = fill(window, self.ready, self.tickets, self.limits, self.estimates, self.changes.claims,
-                         self.max_runs_per_worker, now, self._when_admissible, self._limit_key_failed)
+                         self.max_runs_per_worker, now, self._when_admissible, self._limit_key_failed,
+                         self.changes.claim_keys)
             if batch:
                 sends.append((window, batch))
         return sends

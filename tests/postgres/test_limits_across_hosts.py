@@ -1,6 +1,7 @@
 """Three supervisors, in processes of their own, serving one PostgreSQL database: a drain of
 3,000 runs where each runs exactly once, and the limits that must hold across them because the
-store enforces them (`concurrency`, `Limit(n, key="tenant")`, `rate`), uniqueness and keys
+store enforces them (`concurrency`, `Limit(n, key="tenant")`, `Limit(n, key=<a function>)`,
+`rate`), uniqueness and keys
 submitted from the three at once, and a cron tick that runs once.
 
 Each job appends a line per start and end to a file opened with O_APPEND (one write each, so
@@ -26,6 +27,7 @@ from actors import Client, Supervisor, job
 from actors.run import JobInfo, NewRun
 from actors.stores import Changes
 from actors.stores.postgres import PostgresStore
+from actors.supervisor.dispatch import key_text
 
 pytestmark = pytest.mark.timeout(120)
 supervisors = test_supervisors.supervisors  # the fixture: supervisors still running are killed after the test
@@ -42,6 +44,7 @@ dsn, schema, LOG, mode, name = sys.argv[1:6]
 class Task(BaseModel):
     n: int = 0
     seconds: float = 0.0
+    group: str = ""
 
 
 def note(*fields):
@@ -75,6 +78,11 @@ def per_tenant(t: Task, ctx: Context) -> int:
     return timed(t, ctx)
 
 
+@job(retry=None, concurrency=Limit(1, key=lambda t: t.group))
+def per_group(t: Task, ctx: Context) -> int:
+    return timed(t, ctx)
+
+
 @job(retry=None, rate="4/s")
 def paced(t: Task, ctx: Context) -> int:
     return timed(t, ctx)
@@ -91,7 +99,7 @@ def ticking(t: Task, ctx: Context) -> int:
 
 
 if __name__ == "__main__":
-    jobs = [noop, single, per_tenant, paced, uniq] + ([ticking] if mode == "cron" else [])
+    jobs = [noop, single, per_tenant, per_group, paced, uniq] + ([ticking] if mode == "cron" else [])
     store = PostgresStore(dsn, schema=schema)
     sup = Supervisor(jobs, workers=2, store=store, poll_interval=0.02)
     if mode == "submit":  # all three submit one key and one unique input at once, then serve
@@ -229,6 +237,26 @@ def test_a_tenant_limit_holds_per_tenant_across_three_supervisors(tmp_path, supe
     spans = executed_once(tmp_path, [h.id for handles in by_tenant.values() for h in handles])
     for tenant, handles in by_tenant.items():
         assert overlaps([spans[h.id] for h in handles]) == [], f"two runs of tenant {tenant} ran at once"
+    no_tracebacks(tmp_path)
+    client.close()
+
+
+def test_a_limit_keyed_by_a_function_holds_per_key_across_three_supervisors(tmp_path, supervisors, postgres_dsn,
+                                                                           postgres_schema):
+    store = PostgresStore(postgres_dsn, schema=postgres_schema)
+    client = Client(store)
+    procs = start_three(supervisors, tmp_path, postgres_dsn, postgres_schema, store)
+    groups = ("red", "blue", "green")
+    handles = client.submit_many("per_group", [{"n": i, "seconds": 0.05, "group": groups[i % 3]} for i in range(24)])
+    wait_until(lambda: succeeded(store, "per_group") == 24, timeout=60, interval=0.05, what="the runs to succeed")
+    for proc in procs:
+        stop(proc)
+    spans = executed_once(tmp_path, [h.id for h in handles])
+    for i, group in enumerate(groups):
+        assert overlaps([spans[h.id] for h in handles[i::3]]) == [], f"two runs of group {group} ran at once"
+    assert overlaps(list(spans.values())), "the groups never ran side by side"
+    assert {row[0] for row in store._all("SELECT limit_key FROM {s}.runs WHERE job = 'per_group'")} == {
+        '"red"', '"blue"', '"green"'}
     no_tracebacks(tmp_path)
     client.close()
 
@@ -382,6 +410,31 @@ def test_a_tenant_limit_counts_each_tenant_apart(stores):
     assert claim(b, [red[1], blue[1], none[1]]) == (set(), {red[1], blue[1], none[1]})
     succeed(a, [blue[0]])
     assert claim(b, [red[1], blue[1], none[1]])[0] == {blue[1]}
+
+
+def test_a_function_key_limit_counts_each_key_passed_with_the_claims_apart(stores):
+    options = {"concurrency": 1, "concurrency_key": "<lambda>"}  # Job.options() of Limit(1, key=lambda ...)
+    a, b = stores(options), stores(options)
+    ids = insert(a, 6)
+    red, blue, none = ids[0:2], ids[2:4], ids[4:6]
+    keys = {**dict.fromkeys(red, '"red"'), **dict.fromkeys(blue, '"blue"'), **dict.fromkeys(none, "null")}
+
+    def claim_keyed(store: PostgresStore, some: list[int]) -> tuple[set[int], set[int]]:
+        changes = Changes(claims=[(i, 1) for i in some], claim_keys={i: keys[i] for i in some})
+        lost = store.commit(changes, time.time())
+        return set(some) - lost, changes.deferred
+
+    assert claim_keyed(a, [red[0], red[1], blue[0], none[0]]) == ({red[0], blue[0], none[0]}, {red[1]})
+    assert claim_keyed(b, [red[1], blue[1], none[1]]) == (set(), {red[1], blue[1], none[1]})
+    succeed(a, [blue[0]])
+    assert claim_keyed(b, [red[1], blue[1], none[1]])[0] == {blue[1]}
+    assert b._all("SELECT limit_key FROM {s}.runs WHERE id = %s", (blue[1],)) == [('"blue"',)]
+
+
+def test_a_function_key_is_the_same_text_in_every_process():
+    assert key_text(("a", 1)) == '["a", 1]'
+    assert key_text({"b": 1, "a": 2}) == '{"a": 2, "b": 1}'
+    assert key_text(frozenset({"b", "a"})) == '["a", "b"]'  # not its repr, whose order follows the hash seed
 
 
 def test_a_rate_is_a_sliding_window_by_the_database_clock_across_supervisors(stores):
