@@ -7,7 +7,8 @@ report (`Done`, `Failed`, `StepDone`, `Progress`), a deadline or a worker's deat
 run, records the writes, and defers what must wait for the commit to `after` (acted on in
 `act`). It never imports the pool or the loop: what it needs of them — timers, sending to a
 worker, killing one, events, waking a turn — it is handed as `Effects`, so its tests start no
-process.
+process. Its flow control (runs parked by limits, deferred claims, debounce) is in `flow.py`,
+its waiting runs in `waits.py`.
 """
 
 from __future__ import annotations
@@ -39,12 +40,11 @@ from ..run import NewRun, Outcome, RunStatus
 from ..stores import Changes, Finish
 from ..stores.base import BY_NAME, Suspension, Waiting
 from .dispatch import NO_LINE, Estimates, Limits, Policy, ReadyQueue, Ticket, Window, fill
+from .flow import FlowControl
 from .outcomes import ERROR_TYPES, PolicyFailed, describe_death, settle
 from .waits import Waits
 
 log = logging.getLogger("actors")
-DEFER = 0.05  # seconds before a claim refused by a store's limit (`Changes.deferred`) is tried again
-DEFER_CAP = 1.0  # ... doubling while refused, to at most this
 
 
 class Effects(Protocol):
@@ -64,7 +64,7 @@ class Effects(Protocol):
     def cancel_run(self, run_id: int) -> None: ...
 
 
-class Tracker:
+class Tracker(FlowControl):
     """Live runs and worker windows of one supervisor; see the module docstring."""
 
     def __init__(self, policies: dict[str, Policy], effects: Effects, workers: int, *, kill_grace: float,
@@ -314,86 +314,6 @@ class Tracker:
             else:
                 kept.append(ticket)
         return kept
-
-    # -- limits -----------------------------------------------------------------------------
-
-    def _when_admissible(self, job: Job[Any, Any]) -> None:
-        """A rate-limited job's line moves again when its window admits another start."""
-        if job.name in self.rate_timers:
-            return
-        timer = self.effects.later(self.limits.wake_in(job, time.monotonic()), self._unpark, job.name)
-        if timer is not None:
-            self.rate_timers[job.name] = timer
-
-    def _unpark(self, name: str) -> None:
-        self.rate_timers.pop(name, None)
-        heads = self.limits.heads(name)  # the rate is per job: every key's line may try
-        for head in heads:
-            self.ready.push(head)
-        if heads:
-            self.effects.wake()
-
-    def _defer(self, ticket: Ticket) -> None:
-        """A claim the store's own count of a limit refused (other supervisors of a shared store
-        hold the job's allowance): the run waits at the head of its line, its attempt not counted,
-        and the job's lines try again after `DEFER` seconds, doubling to `DEFER_CAP` while refused
-        (or sooner, when a run of its line ends here)."""
-        ticket.attempts -= 1
-        self.limits.defer(ticket)
-        name = ticket.job.name
-        if name not in self.rate_timers:
-            refusals = self.deferrals.get(name, 0)
-            self.deferrals[name] = refusals + 1
-            timer = self.effects.later(min(DEFER_CAP, DEFER * 2.0 ** min(refusals, 16)), self._unpark, name)
-            if timer is not None:
-                self.rate_timers[name] = timer
-
-    def _released(self, ticket: Ticket) -> None:
-        """A run left its worker: a limited job's next parked run (of its key) may try again."""
-        if ticket.job.limited:
-            head = self.limits.release(ticket)
-            if head is not None and ticket.job.name not in self.rate_timers:
-                self.ready.push(head)
-
-    def _limit_key_failed(self, ticket: Ticket, reason: str) -> None:
-        """A run's `Limit` key function raised: that run fails, nothing else does."""
-        self.changes.ends.append((ticket.id, RunStatus.FAILED, "LimitKeyError", reason))
-        self.after.append((ticket, RunStatus.FAILED, None))
-        log.warning("run %d (%s) failed: %s", ticket.id, ticket.job.name, reason,
-                    extra=run_extra(ticket.id, ticket.job.name, ticket.attempts, None))
-
-    # -- debounce -------------------------------------------------------------------------------
-
-    def debounced(self, run_id: int, row: NewRun) -> None:
-        """A later submit of a debounced job took over the queued run `run_id` in the store
-        (its input and due time): the ticket follows, and its timer moves. A ticket that is
-        no longer waiting for its time is left alone: the store refused such an update, or
-        `due` reads the stored run anyway (the loop's thread)."""
-        ticket = self.tickets.get(run_id)
-        if ticket is None or ticket.waiting is None or ticket.attempts:
-            return
-        ticket.waiting.cancel()
-        self._follow(ticket, row.input, row.priority, row.timeout, row.tenant)
-        self.wait_until(ticket, row.scheduled_at)
-
-    def _follow(self, ticket: Ticket, input: str, priority: int, timeout: float | None, tenant: str | None) -> None:
-        ticket.input, ticket.priority, ticket.tenant = input, priority, tenant
-        ticket.timeout = self.policies[ticket.job.name].timeout if timeout is None else timeout
-
-    def _debounce_moved(self, ticket: Ticket) -> bool:
-        """A debounced run is due: take its input and due time as stored now (a later submit,
-        maybe from another process, may have replaced both); whether it waits again."""
-        if self.read_run is None or ticket.attempts:
-            return False
-        stored = self.read_run(ticket.id)
-        if stored is None or stored.status is not RunStatus.QUEUED:
-            return False  # cancelled or purged meanwhile: its claim is lost
-        self._follow(ticket, stored.input, stored.priority, stored.timeout, stored.tenant)
-        if stored.scheduled_at > time.time():
-            self.wait_until(ticket, stored.scheduled_at)
-            return True
-        ticket.scheduled_at = stored.scheduled_at
-        return False
 
     # -- a worker's window --------------------------------------------------------------------
 
