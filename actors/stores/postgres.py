@@ -433,8 +433,8 @@ class PostgresStore(DurablePostgres, LimitedPostgres):
         connection has a new generation. None while nothing LISTENs."""
         with self._mutex:
             listener = self._listener
-            if listener is None or listener.closed or listener.broken:
-                return None
+            if listener is None or listener.closed or listener.broken or self._incarnation is None:
+                return None  # (without an incarnation `changed()` would not drain it: a hot loop)
             try:
                 return self._listens, os.dup(listener.fileno())
             except (OSError, psycopg.Error):
