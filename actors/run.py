@@ -317,8 +317,8 @@ class RunRecord:
     def children(self) -> list[int]:
         """The ids of the runs this one dispatched or invoked (`ctx.dispatch`, `ctx.invoke`), in
         order; needs the record read with attempts (its `steps`)."""
-        return [record["run"] for name, record in self.steps.items()
-                if name.startswith("run:") and isinstance(record, dict) and "run" in record]
+        return [step.value["run"] for step in self.step_log
+                if step.kind == "child" and isinstance(step.value, dict) and "run" in step.value]
 
     @property
     def step_log(self) -> list[StepRecord]:

@@ -624,11 +624,11 @@ class PostgresStore(DurablePostgres, LimitedPostgres):
             refused = []
         return lost, refused, rescued, deferred
 
-    def _adopt(self, db: psycopg.Connection[Any], run_id: int, version: int, unique_key: str | None,
-               now: float) -> None:
-        """A run submitted by name takes the serving job's version and unique key; one whose
-        key is live already (here, or taken by another host at this moment) is a duplicate."""
-        if unique_key is None or not db.execute(self._q(_DUPLICATE_ADOPT), {"id": run_id, "key": unique_key}).fetchone():
+    def _adopt(self, db: psycopg.Connection[Any], run_id: int, version: int, unique_key: str, now: float) -> None:
+        """A run of a `unique` job submitted by name takes the serving job's version and unique
+        key; one whose key is live already (here, or taken by another host at this moment) is a
+        duplicate. (Runs without a unique key are adopted together: `_ADOPT_MANY`.)"""
+        if not db.execute(self._q(_DUPLICATE_ADOPT), {"id": run_id, "key": unique_key}).fetchone():
             try:
                 with db.transaction():
                     db.execute(self._q(_ADOPT), (version, unique_key, run_id))

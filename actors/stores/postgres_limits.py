@@ -123,6 +123,7 @@ def limits_of(jobs: list[JobInfo]) -> dict[str, StoreLimit]:
 class LimitedPostgres:
     """The claims of limited jobs, for `PostgresStore`."""
 
+    counts_limit_keys = True  # the supervisor passes its `Limit` keys with the claims (`Changes.claim_keys`)
     schema: str
     _limits: dict[str, StoreLimit]
 

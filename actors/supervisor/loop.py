@@ -447,6 +447,7 @@ class ServeLoop:
                         for j in self.sup.jobs.values()])
             store.changed()  # the poll looks for what others store from now on
             tracker.clear()
+            tracker.limit_keys_counted = bool(getattr(store, "counts_limit_keys", False))
             self._load_page(0)
             tracker.waits.store = store
             tracker.load_waiting(store.load_waiting(), self.sup.jobs, store.steps, store.positions)

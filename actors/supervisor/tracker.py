@@ -83,6 +83,7 @@ class Tracker(FlowControl):
         self.unarmed: list[Ticket] = []  # tickets waiting for a time while no loop runs
         self.rate_timers: dict[str, Any] = {}  # job -> the timer that wakes its parked line
         self.deferrals: dict[str, int] = {}  # job -> its claims refused in a row by a store's limit (`_defer`)
+        self.limit_keys_counted = False  # the store counts `Limit` keys across supervisors: pass them with claims
         self.scanned = 0  # the highest run id read from the store
         self.backlog = False  # stored runs past `scanned` wait to be read (see `loop.PAGE`)
         self.completed = 0
@@ -239,7 +240,7 @@ class Tracker(FlowControl):
                 break
             batch = fill(window, self.ready, self.tickets, self.limits, self.estimates, self.changes.claims,
                          self.max_runs_per_worker, now, self._when_admissible, self._limit_key_failed,
-                         self.changes.claim_keys)
+                         self.changes.claim_keys if self.limit_keys_counted else None)
             if batch:
                 sends.append((window, batch))
         return sends
