@@ -218,6 +218,11 @@ class FrameReader:
         self._buffer = bytearray()
         self._max_frame = max_frame
 
+    @property
+    def partial(self) -> bool:
+        """Whether it holds the start of a message not complete yet."""
+        return bool(self._buffer)
+
     def feed(self, data: bytes) -> list[Any]:
         """Add bytes; return the messages completed by them. Raises BadFrame on garbage."""
         buffer = self._buffer

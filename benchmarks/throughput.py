@@ -34,6 +34,7 @@ SYSTEMS = [  # (name, runner factory)
     ("actors sqlite submit_many", lambda: P.ActorsRunner("sqlite", many=True)),
     ("actors memory submit", lambda: P.ActorsRunner(":memory:", many=False)),
     ("actors memory submit_many", lambda: P.ActorsRunner(":memory:", many=True)),
+    ("actors sqlite submit, drained*", lambda: P.ActorsRunner("sqlite", many=False, serve="drained")),
     (
         "actors sqlite submit_many, drained*",
         lambda: P.ActorsRunner("sqlite", many=True, serve="drained"),

@@ -174,7 +174,8 @@ def main() -> int:
         progress = Progress(TextColumn("[bold]thumbnails"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
         task = progress.add_task("thumbnails", total=len(ours))
-        sup.prefork()  # before the progress display's thread: the fork server is then a fork, ready at once
+        started = time.monotonic()  # the summary's rate counts starting the workers too
+        sup.prefork()  # before the progress display's thread: the fork server is a fork, the workers start now
 
         def on_end(event: str):
             def callback(record) -> None:  # runs in the supervisor process, on its loop
@@ -189,7 +190,6 @@ def main() -> int:
 
         for event in counts:
             sup.on(event, on_end(event))
-        started = time.monotonic()
         try:
             if ours:
                 with progress:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sqlite3
 import threading
 import time
@@ -322,8 +323,8 @@ def test_closure_and_lambda_jobs_from_a_scripts_main_block_run_in_workers(tmp_pa
 # -- serve(until="drained") ---------------------------------------------------------------------
 
 
-def test_serve_until_drained_returns_with_an_empty_queue_and_only_the_fork_server_left(db: str):
-    """serve() ends every worker; the fork server stays for the next serve() until close()."""
+def test_serve_until_drained_returns_with_an_empty_queue_leaving_the_fork_server_and_idle_workers(db: str):
+    """serve() keeps its idle workers and the fork server for the next serve(), until close()."""
     before = {p.pid for p in live_descendants()}
     sup = Supervisor([double, explode], workers=2, store=db)
     ok = sup.submit_many(double, [{"x": i} for i in range(50)])
@@ -333,29 +334,90 @@ def test_serve_until_drained_returns_with_an_empty_queue_and_only_the_fork_serve
     assert all(h.status() is RunStatus.SUCCEEDED for h in ok)
     assert all(h.status() is RunStatus.FAILED for h in bad)
     left = [p for p in live_descendants() if p.pid not in before]
-    assert [p.name() for p in left] == ["actors-forksrv"], [(p.pid, p.name()) for p in left]
+    assert sorted(p.name() for p in left) == ["actors-forksrv", "actors-worker", "actors-worker"], \
+        [(p.pid, p.name()) for p in left]
     sup.close()
     left = [p for p in live_descendants() if p.pid not in before]
     assert left == [], f"close() left children behind: {[(p.pid, p.name()) for p in left]}"
 
 
-def test_a_fork_server_kept_across_two_serves_runs_both_batches_and_ends_at_close(db: str):
+def test_a_pool_kept_across_two_serves_runs_both_batches_in_the_same_workers_and_ends_at_close(db: str):
     before = {p.pid for p in live_descendants()}
     sup = Supervisor([double], workers=2, store=db)
     first = sup.submit_many(double, [{"x": i} for i in range(10)])
     assert sup.serve(until="drained") == "drained"
-    server = [p.pid for p in live_descendants() if p.pid not in before]
+    kept = sorted(p.pid for p in live_descendants() if p.pid not in before)
+    assert len(kept) == 3  # the fork server and both workers
     second = sup.submit_many(double, [{"x": i} for i in range(10, 20)])
     assert sup.serve(until="drained") == "drained"
     assert [h.result(timeout=5) for h in first + second] == [2 * i for i in range(20)]
-    assert [p.pid for p in live_descendants() if p.pid not in before] == server  # the same one
+    assert sorted(p.pid for p in live_descendants() if p.pid not in before) == kept  # the same ones
+    workers = {a.worker_pid for h in second for a in sup.run(h.id).attempt_log}
+    assert workers and workers <= set(kept)  # the second batch ran in the kept workers
+    sup.close()
+    assert [p for p in live_descendants() if p.pid not in before] == []
+
+
+def test_a_kept_worker_killed_between_two_serves_is_replaced(db: str):
+    before = {p.pid for p in live_descendants()}
+    sup = Supervisor([double], workers=1, store=db)
+    first = sup.submit(double, {"x": 1})
+    sup.serve(until="drained")
+    (kept,) = [p for p in live_descendants() if p.pid not in before and p.name() == "actors-worker"]
+    os.kill(kept.pid, signal.SIGKILL)
+    kept.wait(10)
+    second = sup.submit(double, {"x": 2})
+    sup.serve(until="drained")
+    assert (first.result(timeout=5), second.result(timeout=5)) == (2, 4)
+    (attempt,) = sup.run(second.id).attempt_log
+    assert attempt.worker_pid not in (0, kept.pid) and attempt.outcome == "succeeded"
+    sup.close()
+    assert [p for p in live_descendants() if p.pid not in before] == []
+
+
+def test_max_runs_per_worker_counts_the_runs_a_kept_worker_did_in_an_earlier_serve(db: str):
+    sup = Supervisor([double], workers=1, store=db, max_runs_per_worker=3)
+    first = sup.submit_many(double, [{"x": i} for i in range(2)])
+    sup.serve(until="drained")
+    second = sup.submit_many(double, [{"x": i} for i in range(2, 4)])
+    sup.serve(until="drained")
+    pids = [sup.run(h.id).attempt_log[0].worker_pid for h in first + second]
+    assert pids[0] == pids[1] == pids[2] != pids[3]  # recycled after its third run, across serves
+    sup.close()
+
+
+def test_prefork_starts_the_workers_and_their_setup_before_serve(tmp_path: Path, db: str):
+    marks = tmp_path / "setups"
+    marks.mkdir()
+
+    def mark() -> str:
+        (marks / str(os.getpid())).touch()
+        return "ready"
+
+    @job(setup=mark)
+    def uses(x: int, ctx: Context) -> str:
+        return f"{ctx.resource} {os.getpid()}"
+
+    before = {p.pid for p in live_descendants()}
+    sup = Supervisor([uses], workers=2, store=db)
+    sup.prefork()
+    deadline = time.monotonic() + 10
+    while len(list(marks.iterdir())) < 2:  # setup runs in both workers before serve() is called
+        assert time.monotonic() < deadline, "the workers' setup did not run"
+        time.sleep(0.01)
+    started = sorted(int(p.name) for p in marks.iterdir())
+    assert set(started) <= {p.pid for p in live_descendants()}
+    handles = sup.submit_many(uses, range(6))
+    sup.serve(until="drained")
+    pids = {int(h.result(timeout=5).split()[1]) for h in handles}
+    assert pids <= set(started) and len(list(marks.iterdir())) == 2  # no other worker started
     sup.close()
     assert [p for p in live_descendants() if p.pid not in before] == []
 
 
 def test_a_script_that_serves_and_exits_without_close_leaves_no_process(tmp_path: Path):
-    """The fork server ends when its supervisor's process exits (EOF on its socket), and the
-    workers are gone already: nothing outlives a batch script."""
+    """The fork server and the workers kept for another serve() end when their supervisor's
+    process exits (EOF on their pipes): nothing outlives a batch script."""
     code = (
         "import os, sys, time\n"
         "from actors import Supervisor, job\n"
@@ -375,7 +437,7 @@ def test_a_script_that_serves_and_exits_without_close_leaves_no_process(tmp_path
     results, pids = done.stdout.splitlines()
     assert results == "[0, 1, 4, 9, 16]"
     left = [int(pid) for pid in pids.split()]
-    assert left, "the fork server should still run after serve() returned"
+    assert len(left) == 3, "the fork server and both workers should still run after serve() returned"
     deadline = time.monotonic() + 10
     while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in left):
         assert time.monotonic() < deadline, f"processes outlived the script: {left}"

@@ -272,7 +272,9 @@ class ServeLoop:
         self.tracker.report(self.tracker.windows[slot.index], message)
 
     def _on_spawn(self, slot: WorkerSlot) -> None:
-        self.tracker.windows[slot.index].attach(slot.pid)
+        window = self.tracker.windows[slot.index]
+        window.attach(slot.pid)
+        window.runs_done = slot.runs_before
         self.board.spawned(slot.index)
         self.wake()
 
@@ -466,8 +468,9 @@ class ServeLoop:
                 self.sup.store.release()
                 raise
 
-    def prefork(self) -> None:
-        """Start the fork server if none runs (see `Supervisor.prefork`)."""
+    def prefork(self, workers: bool = False) -> None:
+        """Start the fork server if none runs, and with `workers` the workers too (see
+        `Supervisor.prefork`)."""
         if self.servers is None:
             from .pool import HEALTHY_AFTER, RESTART_BACKOFF
             from .processes import ForkServers, Setup
@@ -477,6 +480,10 @@ class ServeLoop:
                                        fork=self.sup.max_memory is None)
         try:
             self.servers.server()
+            if workers:
+                with self.lock:
+                    if self.stage is Stage.IDLE:
+                        self.servers.spawn_ahead(self.sup.workers)
         except Exception:
             pass  # the pool's first spawn tries again, and reports what fails
 
@@ -537,9 +544,10 @@ class ServeLoop:
             return
         if self.stage in (Stage.DRAINING, Stage.FORCING) and pool is not None:
             if self.stage is Stage.DRAINING and not tracker.running():
-                for slot in pool.slots:
-                    if not slot.exited:
-                        tracker.retire(tracker.windows[slot.index])
+                for slot in pool.slots:  # idle workers are kept for the next serve(), others stopped
+                    window = tracker.windows[slot.index]
+                    if not slot.exited and (window.retiring or window.inflight or not pool.keep(slot, window.runs_done)):
+                        tracker.retire(window)
             if all(slot.exited for slot in pool.slots) and not tracker.changes and not tracker.after:
                 self.stage = Stage.STOPPED
                 if self._stopped is not None and not self._stopped.done():

@@ -49,6 +49,7 @@ from ..retry import Retry, compute_backoff
 from .processes import (
     ForkServers,
     ForkServerStuck,
+    IdleWorker,
     pidfd_open,
     process_state,
     readable,
@@ -71,7 +72,7 @@ class WorkerSlot:
     __slots__ = (
         "index", "sentinel", "pid", "fd", "reader", "outbox", "ready", "spawned_at", "exited", "terminating",
         "note", "failures", "setup_error", "restart_handle", "procs", "pidfd", "server", "gone", "unreported",
-        "report_wait", "orphan",
+        "report_wait", "orphan", "runs_before",
     )
 
     def __init__(self, index: int) -> None:
@@ -96,6 +97,7 @@ class WorkerSlot:
         self.unreported = False  # its sentinel ended without an exit status: the fork server is gone
         self.report_wait: asyncio.TimerHandle | None = None
         self.orphan = False  # its fork server is gone; it is retired and stopped once idle
+        self.runs_before = 0  # the runs a worker kept from the last serve() did then
 
     @property
     def alive(self) -> bool:
@@ -165,9 +167,13 @@ class Pool:
         self._server_ok()  # never talk to a stopped one
         if self._defer(slot):
             return
+        idle = self.servers.take()
         try:
-            server = self.servers.server()
-            pid, parent, sentinel = server.spawn()
+            if idle is None:
+                server = self.servers.server()
+                pid, parent, sentinel = server.spawn()
+            else:
+                pid, parent, sentinel = idle.pid, idle.sock, idle.status_r
         except Exception as exc:  # the fork server is gone or stuck, no fds left...: retry later, never spin
             lost = len(self.servers.lost)
             if isinstance(exc, ForkServerStuck):
@@ -193,9 +199,10 @@ class Pool:
         slot.note = slot.setup_error = slot.report_wait = None
         slot.procs = []
         slot.spawned_at = time.monotonic()
-        slot.server = server.pid
+        slot.server = server.pid if idle is None else idle.server
+        slot.runs_before = 0 if idle is None else idle.runs_done
         self.servers.used(slot.server, slot.spawned_at)
-        slot.pidfd = pidfd_open(slot.pid)
+        slot.pidfd = pidfd_open(slot.pid) if idle is None else idle.pidfd
         self.loop.add_reader(slot.fd, self._on_readable, slot)
         self.loop.add_reader(sentinel, self._on_sentinel, slot)
         if slot.pidfd >= 0:
@@ -203,6 +210,29 @@ class Pool:
         elif slot.pidfd == -2:  # it is gone already; the sentinel says how
             slot.gone, slot.pidfd = True, -1
         self.on_spawn(slot)
+        if idle is not None and idle.ready:  # kept from the last serve(): its Ready was read then
+            slot.ready = True
+            self.on_ready(slot)
+
+    def keep(self, slot: WorkerSlot, runs_done: int) -> bool:
+        """Hand an idle, ready worker over to the fork servers for the next `serve()` instead of
+        stopping it (see `processes.IdleWorker`); False if it cannot be kept as it is."""
+        if slot.exited or slot.terminating or slot.gone or slot.orphan or not slot.ready:
+            return False
+        self._drain(slot)  # nothing is due from an idle worker, but what came is read now
+        if slot.outbox or slot.reader.partial or slot.server != self.servers.pid or slot.exited:
+            return False
+        if slot.report_wait is not None:
+            return False
+        self.loop.remove_reader(slot.fd)
+        self.loop.remove_reader(slot.sentinel)
+        if slot.pidfd >= 0:
+            self.loop.remove_reader(slot.pidfd)
+        self.servers.idle.append(IdleWorker(slot.pid, self._conns.pop(slot.index), slot.sentinel, slot.pidfd,
+                                            slot.server, ready=True, runs_done=runs_done))
+        slot.sentinel = slot.pidfd = slot.fd = -1
+        slot.exited = True
+        return True
 
     def _defer(self, slot: WorkerSlot) -> bool:
         """While a lost fork server's replacement backs off, spawns wait for it."""

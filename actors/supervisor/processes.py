@@ -195,10 +195,46 @@ class ForkServer:
             self.kill()
 
 
+class IdleWorker:
+    """A worker that no pool holds: forked ahead by `prefork()` (its `Ready` is still in its
+    pipe) or kept, ready and idle, from the last `serve()` (with the runs it did, for
+    `max_runs_per_worker`), so that the next `serve()` gives it runs at once."""
+
+    __slots__ = ("pid", "sock", "status_r", "pidfd", "server", "ready", "runs_done")
+
+    def __init__(self, pid: int, sock: socket.socket, status_r: int, pidfd: int, server: int, ready: bool,
+                 runs_done: int = 0) -> None:
+        self.pid, self.sock, self.status_r, self.pidfd = pid, sock, status_r, pidfd
+        self.server, self.ready, self.runs_done = server, ready, runs_done
+
+    def alive(self) -> bool:
+        """Its process runs (its pidfd is quiet) and its fork server has not reported its exit
+        or died (its status pipe is quiet)."""
+        return not readable(self.status_r) and (self.pidfd < 0 or not readable(self.pidfd))
+
+    def release(self, deadline: float = 0.0) -> None:
+        """Close our end of its pipe (EOF: it exits, with its descendants), wait until `deadline`
+        (monotonic) for it to go, SIGKILL it if it has not, and close what we held of it."""
+        self.sock.close()
+        if deadline and self.alive():
+            wait_gone(self.pid, self.pidfd, max(0.0, deadline - time.monotonic()))
+            if self.alive():
+                with contextlib.suppress(OSError):
+                    if self.pidfd >= 0:
+                        signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                    else:  # still its fork server's unreaped child: the pid is not reused yet
+                        os.kill(self.pid, signal.SIGKILL)
+        for fd in (self.status_r, self.pidfd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
 class ForkServers:
     """The current fork server of one supervisor, those found dead or stuck, and when the next
     may start: the first replacement is immediate; servers that keep failing within
-    `healthy_after` of each other back off. Owns the liveness pipe every worker watches."""
+    `healthy_after` of each other back off. Owns the liveness pipe every worker watches, and
+    the workers that no pool holds between two `serve()` calls (`idle`)."""
 
     def __init__(self, healthy_after: float, backoff: Retry) -> None:
         self.healthy_after = healthy_after
@@ -211,6 +247,7 @@ class ForkServers:
         self.seen = 0  # the server the last spawn used...
         self.since = 0.0  # ...and since when (monotonic)
         self.hold = 0.0  # monotonic time before which no new server is started
+        self.idle: list[IdleWorker] = []
 
     def server(self) -> ForkServer:
         """The running server, started now if there is none."""
@@ -222,6 +259,25 @@ class ForkServers:
     @property
     def pid(self) -> int:
         return self.current.pid if self.current is not None else 0
+
+    def spawn_ahead(self, count: int) -> None:
+        """Fork workers now, until `count` wait idle for the next pool; their setups run meanwhile."""
+        for worker in [worker for worker in self.idle if not worker.alive()]:
+            self.idle.remove(worker)
+            worker.release()
+        server = self.server()
+        while len(self.idle) < count:
+            pid, sock, status_r = server.spawn()
+            self.idle.append(IdleWorker(pid, sock, status_r, pidfd_open(pid), server.pid, ready=False))
+
+    def take(self) -> IdleWorker | None:
+        """An idle worker of the current fork server that still runs; the others are let go."""
+        while self.idle:
+            worker = self.idle.pop(0)
+            if worker.server == self.pid and worker.pidfd != -2 and worker.alive():
+                return worker
+            worker.release()
+        return None
 
     def used(self, server: int, now: float) -> None:
         if server != self.seen:
@@ -257,7 +313,15 @@ class ForkServers:
         self.close()
 
     def close(self) -> None:
-        """Stop the server and end the liveness pipe: nothing of ours is left running. Idempotent."""
+        """End the idle workers and the server, and the liveness pipe: nothing of ours is left
+        running. Idempotent."""
+        idle, self.idle = self.idle, []
+        for worker in idle:
+            worker.sock.close()  # all at once: they exit side by side
+        deadline = time.monotonic() + 2.0
+        for worker in idle:
+            with contextlib.suppress(Exception):
+                worker.release(deadline)
         if self.current is not None:
             with contextlib.suppress(Exception):
                 self.current.stop()

@@ -357,13 +357,15 @@ class Supervisor:
         return self._serving.run(until)
 
     def prefork(self) -> None:
-        """Start the fork server now. `serve()` starts it itself, as a fork of this process when
-        no other thread runs (workers then start in milliseconds and share the modules already
-        imported), else as a fresh interpreter (a few hundred ms, the script imported again). A
-        program that starts a thread before `serve()` (a progress display, a metrics or web
-        server) calls `prefork()` before that thread to keep the fast start. It stays until
-        `close()`, or the process's exit."""
-        self._serving.prefork()
+        """Start the fork server and the workers now (each job's `setup` runs in them), so that
+        `serve()` hands out runs at once. `serve()` starts the fork server itself, as a fork of
+        this process when no other thread runs (workers then start in milliseconds and share
+        the modules already imported), else as a fresh interpreter (a few hundred ms, the
+        script imported again). A program that starts a thread before `serve()` (a progress
+        display, a metrics or web server) calls `prefork()` before that thread to keep the fast
+        start. The fork server stays until `close()` or the process's exit; so do idle workers
+        between two `serve()` calls."""
+        self._serving.prefork(workers=True)
 
     def run_until_complete(self) -> str:
         """serve(until="drained"): the batch-script mode; "drained" or "stopped"."""
