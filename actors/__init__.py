@@ -8,6 +8,8 @@
     Supervisor([thumbnail], workers=4, store="runs.db").serve()
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .client import Client
 from .context import Child, Context
 from .durations import parse_duration
@@ -36,7 +38,19 @@ from .job import Job, Limit, Priority, job
 from .retry import Retry, compute_backoff, retry
 from .run import Attempt, Outcome, RunRecord, RunStatus, StepRecord
 from .stores import MemoryStore, SQLiteStore, Store
-from .supervisor.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from .supervisor.supervisor import Supervisor
+
+
+def __getattr__(name: str) -> Any:
+    """`Supervisor` is imported when first used: a process that only submits and reads (a
+    `Client`, a CLI, a web handler) does not load the serving machinery."""
+    if name == "Supervisor":
+        from .supervisor.supervisor import Supervisor
+
+        return Supervisor
+    raise AttributeError(f"module 'actors' has no attribute {name!r}")
 
 __all__ = [
     # running jobs

@@ -132,3 +132,20 @@ APART = {"actors.supervisor.tracker": ("actors.supervisor.pool", "actors.supervi
 def test_the_tracker_imports_neither_the_pool_nor_the_loop(module):
     if module_path(module) is not None:
         assert forbidden(closure(module), *APART[module]) == []
+
+
+def test_import_actors_loads_nothing_that_only_serving_needs():
+    """A submitting process (a Client, the CLI, a web handler) pays for none of the serving
+    machinery; `actors.Supervisor` loads it when first used."""
+    import subprocess
+    import sys
+
+    serving = ("actors.supervisor.supervisor", "actors.supervisor.loop", "uvloop", "multiprocess", "dill", "psutil",
+               "croniter", "asyncio")
+    code = ("import sys, actors\n"
+            f"print(sorted(m for m in {serving!r} if m in sys.modules))\n"
+            "actors.Supervisor\n"
+            "print('actors.supervisor.supervisor' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          check=True)
+    assert done.stdout.split("\n")[:2] == ["[]", "True"], done.stdout

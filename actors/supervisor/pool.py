@@ -7,7 +7,8 @@ and the tracker decide what they mean.
 
 Start method: our fork server (`processes.ForkServer`, `worker/forkserver.py`), which forks
 each worker: a start or a restart costs a fork, not an interpreter start. It outlives this
-pool (one per supervisor, across `serve()` calls). A forked fork server hands each worker the
+pool (one per supervisor, across `serve()` calls), and so do the workers idle at a graceful
+end (`keep`): the next pool takes them before it forks any (`ForkServers.take`). A forked fork server hands each worker the
 jobs as objects; a fresh-interpreter one hands them pickled with dill (so closures and lambdas
 from a script's `__main__` work), as bytes the worker unpickles itself so that a failure there
 is reported, not lost.

@@ -4,8 +4,10 @@ bounded, replaced when lost), process states, pidfds, and process trees (signall
 The fork server is ours (`worker/forkserver.py`): forked from the supervisor before its event
 loop exists when no other thread runs (a start costs a fork, and workers inherit the modules
 the script imported), else a fresh interpreter. One lives per `Supervisor`, from its first
-`serve()` until `close()` (or the process's exit: it ends when its socket reaches EOF), so a
-second `serve()` starts workers at once. A job can kill or stop it (`os.getppid()` of a
+`serve()` (or `prefork()`) until `close()` (or the process's exit: it ends when its socket
+reaches EOF). Between two `serve()` calls the workers that ended the last one idle wait beside
+it (`IdleWorker`; also those `prefork()` started), so the next one gives them runs at once;
+they end at `close()`, or when the process exits (EOF on their pipes). A job can kill or stop it (`os.getppid()` of a
 worker is the fork server): it is found dead when a worker's status pipe reaches EOF without a
 report or its socket breaks (its workers live on, as orphans), and found stuck when psutil
 says it is stopped (checked every `pool.SERVER_CHECK` and before each spawn) or when it does
