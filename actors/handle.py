@@ -139,6 +139,9 @@ class Handle(Generic[Out]):
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = FIRST_PAUSE
         unserved: float | None = None  # since when no supervisor was seen serving
+        holds = getattr(self._owner, "holds", None)
+        if callable(holds) and holds(self.id):  # live in the serving loop here: wait before reading
+            self._owner.wait_for(self.id, MAX_PAUSE if timeout is None else min(MAX_PAUSE, max(timeout, 0.0)))
         while True:
             record = self.record()
             if record.status.is_terminal:

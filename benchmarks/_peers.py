@@ -407,7 +407,7 @@ class ActorsRunner(Runner):
       submits everything from the caller's thread then waits on every ``Handle.result()``.
     - "drained": the batch-script mode: ``batch`` submits everything, then runs
       ``serve(until="drained")``, then reads the results.  Each ``serve()`` call starts
-      and stops its own worker processes, so this includes worker start-up (~0.2 s).
+      and stops serving; the workers idle at the end of one are kept for the next.
     """
 
     def __init__(self, store="sqlite", many=False, serve="thread"):

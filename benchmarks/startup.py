@@ -13,12 +13,15 @@ its parent's):
   reads the clock when it starts;
 - drain -> return: from the end of the last task (its own clock) to `serve()` returning, or to
   the peer's pool being shut down (close + join);
-- total: construct to stopped.
+- total: construct to stopped (for actors, less the second serve() below).
+For actors also a second `serve()` on the same Supervisor, whose workers were kept from the
+first: serve -> first run started, and last result -> returned.
 Peers: multiprocessing.Pool(2), ProcessPoolExecutor(2), pebble ProcessPool(2), loky
 (get_reusable_executor(2)); all with 2 workers, one no-op task.
 
 Then the batch-script case: N CPU-bound tasks of about 170 ms on 2 workers, wall time from
-before the submits to `serve(until="drained")` returning (start and stop included), against
+before the submits to `serve(until="drained")` returning (start and stop included; a second
+row with `prefork()` called before the timing, as the Pool is created before its), against
 `Pool.apply_async` with the Pool created BEFORE its timing starts (the strict bar), and the
 same Pool in a script that imports actors first (as an actors script does): pure-Python work
 that allocates (ints here) runs a few per cent slower in a process whose heap holds pydantic
@@ -75,11 +78,17 @@ if __name__ == "__main__":
     sup.serve(until="drained")
     t_return = time.monotonic()
     started = handle.result()
+    again = sup.submit(tick, 2)  # a second serve() on the same Supervisor: its workers were kept
+    t_again = time.monotonic()
+    sup.serve(until="drained")
+    t_again_return = time.monotonic()
+    again_started = again.result()
     sup.close()
     t_stopped = time.monotonic()
     print(json.dumps({"import": imported, "first_result": t_return - t_construct,
                       "first_started": started - t_serve, "drain_return": t_return - started,
-                      "total": t_stopped - t_construct}))
+                      "total": t_stopped - t_construct - (t_again_return - t_return),
+                      "again_started": again_started - t_again, "again_return": t_again_return - again_started}))
 """
 
 PEER = COMMON + """
@@ -122,6 +131,8 @@ def work(n: int) -> tuple[float, float]:
 if __name__ == "__main__":
     n, count, store = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     sup = Supervisor([work], workers=2, store=store)
+    if sys.argv[4:] == ["prefork"]:  # workers started before the timing, as the Pool's are
+        sup.prefork()
     t0 = time.monotonic()
     handles = [sup.submit(work, n) for _ in range(count)]
     sup.serve(until="drained")
@@ -178,7 +189,8 @@ def actors_sample() -> dict:
 
 
 def interpreter_import() -> dict[str, float]:
-    """`python -c "import X"` wall time, minus `python -c pass` (medians of 10)."""
+    """`python -c "import X"` wall time, minus `python -c pass` (medians of 10); pydantic's own
+    import too, the part of ours that no laziness removes."""
     def wall(code: str) -> float:
         samples = []
         for _ in range(10):
@@ -188,7 +200,8 @@ def interpreter_import() -> dict[str, float]:
         return statistics.median(samples)
 
     base = wall("pass")
-    return {"actors": wall("import actors") - base, "multiprocessing.Pool": wall("import multiprocessing") - base}
+    return {"actors": wall("import actors") - base, "multiprocessing.Pool": wall("import multiprocessing") - base,
+            "pydantic": wall("import pydantic; from pydantic import BaseModel, TypeAdapter") - base}
 
 
 def main() -> None:
@@ -223,23 +236,34 @@ def main() -> None:
     P.chart("startup", "start-up: construct, one task, stop (a fresh process each)",
             {name: 1000 * m["total"] for name, m in medians.items()}, "ms", "multiprocessing.Pool",
             higher_is_better=False)
+    if "actors" in samples and samples["actors"]:
+        again = {k: statistics.median(s[k] for s in samples["actors"]) for k in ("again_started", "again_return")}
+        medians["actors"].update(again)
+        print(f"actors, a second serve() on the same Supervisor (workers kept): serve -> first run started "
+              f"{1000 * again['again_started']:.1f} ms, last result -> returned {1000 * again['again_return']:.1f} ms")
     imports = interpreter_import()
     print(f"python -c 'import actors': {1000 * imports['actors']:.0f} ms over a bare interpreter "
-          f"('import multiprocessing': {1000 * imports['multiprocessing.Pool']:.0f} ms)")
+          f"('import multiprocessing': {1000 * imports['multiprocessing.Pool']:.0f} ms; pydantic alone, which "
+          f"actors needs for its models: {1000 * imports['pydantic']:.0f} ms)")
 
     batch: dict[str, float] = {}
     if args.batch:
         n = int(run_plain(CALIBRATE))
-        walls: dict[str, list[float]] = {"actors": [], "Pool.apply_async": [], "Pool, importing actors": []}
+        walls: dict[str, list[float]] = {"actors": [], "actors, prefork() before": [], "Pool.apply_async": [],
+                                         "Pool, importing actors": []}
         for _ in range(max(3, args.repeat // 3)):
             with tempfile.TemporaryDirectory() as tmp:
                 walls["actors"].append(run(BATCH_ACTORS, str(n), str(args.batch), os.path.join(tmp, "b.db"))["wall"])
+                walls["actors, prefork() before"].append(
+                    run(BATCH_ACTORS, str(n), str(args.batch), os.path.join(tmp, "p.db"), "prefork")["wall"])
             walls["Pool.apply_async"].append(run(BATCH_POOL, str(n), str(args.batch))["wall"])
             walls["Pool, importing actors"].append(run(BATCH_POOL, str(n), str(args.batch), "imports")["wall"])
         batch = {name: statistics.median(w) for name, w in walls.items()}
         pool = batch["Pool.apply_async"]
         print(f"batch of {args.batch} x ~170 ms on 2 workers (start and stop included; Pool created before): "
               f"actors {batch['actors']:.3f} s, Pool {pool:.3f} s, ratio {batch['actors'] / pool:.3f}x; "
+              f"actors with prefork() before the timing {batch['actors, prefork() before']:.3f} s, "
+              f"ratio {batch['actors, prefork() before'] / pool:.3f}x; "
               f"Pool in a script that imports actors {batch['Pool, importing actors']:.3f} s, "
               f"ratio {batch['Pool, importing actors'] / pool:.3f}x")
     print(json.dumps({"startup_ms": {n: {k: round(1000 * v, 2) for k, v in m.items()} for n, m in medians.items()},

@@ -12,9 +12,10 @@ Systems: actors with the SQLite store (temp file), one ``submit()`` per run
 and ``submit_many``; actors with the memory store (``":memory:"``), both ways.
 These run ``Supervisor.serve()`` in a background thread started (and warmed)
 before timing, like the pools; the caller submits everything, then waits on
-every ``Handle.result()``.  The extra row marked * is the batch-script mode
-(submit, ``serve(until="drained")``, read results): each ``serve()`` starts and
-stops its own workers, so that row includes worker start-up (~0.2 s).  Peers: ``multiprocessing.Pool.apply_async`` (the 1.0x
+every ``Handle.result()``.  The extra rows marked * are the batch-script mode
+(submit from the same thread, then ``serve(until="drained")``, read results):
+each ``serve()`` starts and stops serving, with the workers kept from the
+warm-up batch's ``serve()``.  Peers: ``multiprocessing.Pool.apply_async`` (the 1.0x
 reference) and ``imap_unordered(chunksize=1)``, ``ProcessPoolExecutor.submit``,
 pebble ``ProcessPool.schedule`` and loky ``get_reusable_executor().submit``.
 

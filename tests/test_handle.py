@@ -79,6 +79,19 @@ def test_result_times_out_with_the_last_slice_cut_to_the_deadline():
     assert sum(owner.waits) == pytest.approx(0.2, abs=0.05)
 
 
+def test_result_of_a_run_its_owner_holds_live_waits_for_the_end_before_reading_the_store():
+    """A supervisor that holds the run (queued or running in its loop) notifies its end: the
+    handle waits first and reads once, instead of reading a run it knows is not done."""
+    owner = Owner(queued())
+    owner.holds = lambda run_id: run_id == 1 and not owner.waits  # type: ignore[attr-defined]
+    owner.end_after = 1
+    assert Handle(owner, 1, double).result() == Doubled(doubled=4)
+    assert owner.waits == [MAX_PAUSE] and owner.reads == [(1, False)]
+    owner.reads.clear()
+    assert Handle(owner, 1, double).result() == Doubled(doubled=4)  # ended: no longer held, read at once
+    assert owner.reads == [(1, False)] and owner.waits == [MAX_PAUSE]
+
+
 def test_record_status_progress_and_cancel_go_to_the_owner():
     record = queued()
     record.progress, record.progress_message = 0.5, "half"

@@ -415,6 +415,31 @@ def test_prefork_starts_the_workers_and_their_setup_before_serve(tmp_path: Path,
     assert [p for p in live_descendants() if p.pid not in before] == []
 
 
+@job
+def wait_for_file(path: str) -> str:
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return path
+
+
+def test_a_serving_supervisor_holds_a_run_from_its_submit_to_its_end(tmp_path: Path, db: str):
+    sup = Supervisor([wait_for_file], workers=1, store=db)
+    server = threading.Thread(target=sup.serve)
+    server.start()
+    try:
+        marker = tmp_path / "go"
+        handle = sup.submit(wait_for_file, str(marker))  # from another thread than the loop's
+        assert sup.holds(handle.id)  # handed over or queued: the loop will notify its end
+        marker.touch()
+        assert handle.result(timeout=30) == str(marker)
+        assert not sup.holds(handle.id)
+    finally:
+        sup.shutdown()
+        server.join(30)
+        sup.close()
+
+
 def test_a_script_that_serves_and_exits_without_close_leaves_no_process(tmp_path: Path):
     """The fork server and the workers kept for another serve() end when their supervisor's
     process exits (EOF on their pipes): nothing outlives a batch script."""

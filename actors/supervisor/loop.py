@@ -99,6 +99,7 @@ class ServeLoop:
         self._timers: list[tuple[float, Any]] = []  # (due on the loop's clock, handle)
         self._turn_pending = False
         self._inbox: deque[list[Ticket]] = deque()  # tickets submitted from other threads
+        self._handed: set[int] = set()  # their run ids, until the loop has queued them
         self._inbox_armed = False
         self._events_after = 0  # the highest event id read
         self.board = StatusBoard(sup.workers)  # what `store.workers()` and `supervisor_info()` read
@@ -210,6 +211,7 @@ class ServeLoop:
                     if self.loop is not None:  # submitted from a callback on the loop's own thread
                         self.tracker.enqueue(tickets)
                     return  # not serving: the next serve() reads them from the store
+        self._handed.update(t.id for t in tickets)
         self._inbox.append(tickets)
         if not self._inbox_armed:
             self._inbox_armed = True
@@ -226,10 +228,16 @@ class ServeLoop:
         inbox = self._inbox
         while inbox:
             tickets = inbox.popleft()
-            if self.tracker.backlog:
-                continue  # stored, past the backlog: the pager reads them in their turn
-            scanned = self.tracker.scanned
-            self.tracker.enqueue([t for t in tickets if t.id > scanned])
+            if not self.tracker.backlog:  # else stored, past the backlog: the pager reads them in their turn
+                scanned = self.tracker.scanned
+                self.tracker.enqueue([t for t in tickets if t.id > scanned])
+            self._handed.difference_update(t.id for t in tickets)  # after: held all along, or not at all
+
+    def holds(self, run_id: int) -> bool:
+        """Whether the run is live here (queued, running, or handed over from another thread and
+        not taken yet): the loop notifies its waiters when it ends. False is always safe (the
+        caller reads the store); any thread may ask."""
+        return run_id in self.tracker.tickets or run_id in self._handed
 
     # -- the turn --------------------------------------------------------------------------------
 

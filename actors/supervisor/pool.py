@@ -8,10 +8,10 @@ and the tracker decide what they mean.
 Start method: our fork server (`processes.ForkServer`, `worker/forkserver.py`), which forks
 each worker: a start or a restart costs a fork, not an interpreter start. It outlives this
 pool (one per supervisor, across `serve()` calls), and so do the workers idle at a graceful
-end (`keep`): the next pool takes them before it forks any (`ForkServers.take`). A forked fork server hands each worker the
-jobs as objects; a fresh-interpreter one hands them pickled with dill (so closures and lambdas
-from a script's `__main__` work), as bytes the worker unpickles itself so that a failure there
-is reported, not lost.
+end (`keep`): the next pool takes them before it forks any (`ForkServers.take`). A forked
+fork server hands each worker the jobs as objects; a fresh-interpreter one hands them pickled
+with dill (so closures and lambdas from a script's `__main__` work), as bytes the worker
+unpickles itself so that a failure there is reported, not lost.
 
 Deaths are learnt from the worker's own process, never from the fork server: each worker's
 `pidfd` (Linux 5.3+) becomes readable when the process has exited, even while it is an unreaped
@@ -222,8 +222,6 @@ class Pool:
             return False
         self._drain(slot)  # nothing is due from an idle worker, but what came is read now
         if slot.outbox or slot.reader.partial or slot.server != self.servers.pid or slot.exited:
-            return False
-        if slot.report_wait is not None:
             return False
         self.loop.remove_reader(slot.fd)
         self.loop.remove_reader(slot.sentinel)

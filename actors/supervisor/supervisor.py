@@ -434,12 +434,17 @@ class Supervisor:
         """Block until this supervisor finishes the run `run_id`, or `timeout` seconds; whether
         it did."""
         def ended() -> bool:
-            if run_id in self._tracker.tickets:  # held here: the loop will notify
+            if self._serving.holds(run_id):  # the loop will notify
                 return False
             record = self.store.get(run_id)
             return record is not None and record.status.is_terminal
 
         return self._waiters.wait(run_id, timeout, ended)
+
+    def holds(self, run_id: int) -> bool:
+        """Whether this supervisor holds the run live (see `ServeLoop.holds`): a `Handle` then
+        waits for its end without reading the store first."""
+        return self._serving.holds(run_id)
 
     def cancel(self, run_id: int) -> bool:
         """Cancel the run `run_id`; whether it was live. A queued, delayed or retrying run is cancelled at
