@@ -153,7 +153,7 @@ def run_all(systems, args, body):
     return results, errors
 
 
-DRAINED_NOTE = "* includes starting and stopping the workers: serve(until='drained') per batch"
+DRAINED_NOTE = "* serve(until='drained') per batch: includes starting and stopping serving (the workers are kept)"
 
 
 def report(headers, rows, errors, payload):
