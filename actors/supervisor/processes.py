@@ -7,10 +7,10 @@ the script imported), else a fresh interpreter. One lives per `Supervisor`, from
 `serve()` (or `prefork()`) until `close()` (or the process's exit: it ends when its socket
 reaches EOF). Between two `serve()` calls the workers that ended the last one idle wait beside
 it (`IdleWorker`; also those `prefork()` started), so the next one gives them runs at once;
-they end at `close()`, or when the process exits (EOF on their pipes). A job can kill or stop it (`os.getppid()` of a
-worker is the fork server): it is found dead when a worker's status pipe reaches EOF without a
-report or its socket breaks (its workers live on, as orphans), and found stuck when psutil
-says it is stopped (checked every `pool.SERVER_CHECK` and before each spawn) or when it does
+they end at `close()`, or when the process exits (EOF on their pipes). A job can kill or stop
+the fork server (`os.getppid()` of a worker is the fork server): it is found dead when a
+worker's status pipe reaches EOF without a report or its socket breaks (its workers live on,
+as orphans), and found stuck when psutil says it is stopped (checked every `pool.SERVER_CHECK` and before each spawn) or when it does
 not answer a spawn in time (`FORK_TIMEOUT`, or `SERVER_START_TIMEOUT` for a new fresh
 interpreter; the wait checks every 50 ms that the server is not stopped). A lost fork server
 is SIGKILLed (a stopped one too), reaped, and forgotten; the next spawn starts a new one, right

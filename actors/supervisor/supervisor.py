@@ -442,8 +442,9 @@ class Supervisor:
         return self._waiters.wait(run_id, timeout, ended)
 
     def holds(self, run_id: int) -> bool:
-        """Whether this supervisor holds the run live (see `ServeLoop.holds`): a `Handle` then
-        waits for its end without reading the store first."""
+        """Whether this supervisor holds the run `run_id` live: queued, running, or handed over
+        to its serving loop, which notifies its end (a `Handle` then waits for that before it
+        reads the store). False when it cannot tell."""
         return self._serving.holds(run_id)
 
     def cancel(self, run_id: int) -> bool:
