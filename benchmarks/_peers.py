@@ -250,11 +250,32 @@ class SerialRunner(Runner):
         return [f(a) for a in args]
 
 
+def from_threads(threads, args, submit):
+    """``[submit(a) for a in args]``, from `threads` threads at once when more than one (each
+    submits a contiguous share); the results in the order of `args`."""
+    if threads <= 1:
+        return [submit(a) for a in args]
+    args = list(args)
+    share = -(-len(args) // threads)
+    parts = [args[i:i + share] for i in range(0, len(args), share)]
+    out = [None] * len(parts)
+
+    def run(index):
+        out[index] = [submit(a) for a in parts[index]]
+
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(len(parts))]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return [r for part in out for r in part]
+
+
 class PoolRunner(Runner):
     """multiprocessing.Pool: ``apply_async`` per task, or ``imap_unordered(chunksize=1)``."""
 
-    def __init__(self, mode="apply_async"):
-        self.mode = mode
+    def __init__(self, mode="apply_async", threads=1):
+        self.mode, self.threads = mode, threads
         self.name = f"Pool.{mode}"
 
     def start(self):
@@ -264,7 +285,7 @@ class PoolRunner(Runner):
         f = _tasks.TASKS[task]
         if self.mode == "imap_unordered":
             return list(self.pool.imap_unordered(f, args, chunksize=1))  # completion order
-        rs = [self.pool.apply_async(f, (a,)) for a in args]
+        rs = from_threads(self.threads, args, lambda a: self.pool.apply_async(f, (a,)))
         return [r.get() for r in rs]
 
     def one(self, task, arg):
@@ -410,8 +431,8 @@ class ActorsRunner(Runner):
       and stops serving; the workers idle at the end of one are kept for the next.
     """
 
-    def __init__(self, store="sqlite", many=False, serve="thread"):
-        self.store, self.many, self.serve = store, many, serve
+    def __init__(self, store="sqlite", many=False, serve="thread", threads=1):
+        self.store, self.many, self.serve, self.threads = store, many, serve, threads
         self.durable = store != ":memory:"
 
     def start(self):
@@ -439,7 +460,7 @@ class ActorsRunner(Runner):
         if self.many:
             hs = self.sup.submit_many(job, payloads)
         else:
-            hs = [self.sup.submit(job, p) for p in payloads]
+            hs = from_threads(self.threads, payloads, lambda p: self.sup.submit(job, p))
         if self.thread is None:
             self.sup.serve(until="drained")
             return [h.result() for h in hs]

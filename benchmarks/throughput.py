@@ -9,6 +9,7 @@ warmed up (a first un-timed batch of 200 runs on the same pool/supervisor),
 median of 3 timed batches on that same pool/supervisor.
 
 Systems: actors with the SQLite store (temp file), one ``submit()`` per run
+(from one thread, and from 8 threads at once: their submits are group-committed)
 and ``submit_many``; actors with the memory store (``":memory:"``), both ways.
 These run ``Supervisor.serve()`` in a background thread started (and warmed)
 before timing, like the pools; the caller submits everything, then waits on
@@ -32,6 +33,7 @@ import _peers as P  # noqa: E402
 WARM = 200
 SYSTEMS = [  # (name, runner factory)
     ("actors sqlite submit", lambda: P.ActorsRunner("sqlite", many=False)),
+    ("actors sqlite submit, 8 threads", lambda: P.ActorsRunner("sqlite", many=False, threads=8)),
     ("actors sqlite submit_many", lambda: P.ActorsRunner("sqlite", many=True)),
     ("actors memory submit", lambda: P.ActorsRunner(":memory:", many=False)),
     ("actors memory submit_many", lambda: P.ActorsRunner(":memory:", many=True)),
@@ -41,6 +43,7 @@ SYSTEMS = [  # (name, runner factory)
         lambda: P.ActorsRunner("sqlite", many=True, serve="drained"),
     ),
     ("Pool.apply_async", lambda: P.PoolRunner("apply_async")),
+    ("Pool.apply_async, 8 threads", lambda: P.PoolRunner("apply_async", threads=8)),
     ("Pool.imap_unordered", lambda: P.PoolRunner("imap_unordered")),
     ("ProcessPoolExecutor.submit", P.ProcessPoolRunner),
     ("pebble schedule", P.PebbleRunner),

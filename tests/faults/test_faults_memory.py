@@ -106,26 +106,45 @@ def test_max_memory_counts_what_the_tree_holds(name: str, db: str) -> None:
 
 
 def test_one_sample_of_a_50_process_tree_fits_the_sampling_interval() -> None:
-    """The sampler runs every 250 ms on the supervisor's loop: one sample must cost far less."""
-    pids = []
+    """The sampler runs every 250 ms on the supervisor's loop: one sample must cost far less.
+    The tree is a child of the test's own (which may hold other tests' idle workers) with 50
+    sleeping children, ended by EOF on a pipe."""
+    ready_r, ready_w = os.pipe()
+    stop_r, stop_w = os.pipe()
+    root = os.fork()
+    if root == 0:
+        try:
+            os.close(stop_w)
+            children = []
+            for _ in range(50):
+                pid = os.fork()
+                if pid == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                children.append(pid)
+            os.write(ready_w, b"x")
+            os.read(stop_r, 1)  # EOF: the test is done
+            for pid in children:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+        finally:
+            os._exit(0)
     try:
-        for _ in range(50):
-            pid = os.fork()
-            if pid == 0:
-                time.sleep(30)
-                os._exit(0)
-            pids.append(pid)
+        os.close(stop_r)
+        os.read(ready_r, 1)
         time.sleep(0.2)
-        tree_memory(os.getpid())
+        tree_memory(root)
         started = time.perf_counter()
         for _ in range(5):
-            held = tree_memory(os.getpid())
+            held = tree_memory(root)
         cost = (time.perf_counter() - started) / 5
-        rss = sum(p.memory_info().rss for p in [psutil.Process(), *psutil.Process().children()])
+        top = psutil.Process(root)
+        rss = sum(p.memory_info().rss for p in [top, *top.children()])
     finally:
-        for pid in pids:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
+        os.close(stop_w)
+        os.waitpid(root, 0)
+        os.close(ready_r)
+        os.close(ready_w)
     # generous (a shared machine): a sample must fit the 250 ms interval between samples
     assert cost < MEMORY_SAMPLE, f"one sample of a 51-process tree took {cost * 1000:.1f} ms"
     assert held < rss / 5, f"PSS {held / 2**20:.0f} MiB against RSS {rss / 2**20:.0f} MiB"
