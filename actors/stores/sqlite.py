@@ -253,6 +253,8 @@ class SQLiteStore(DurableSQLite):
             if not entry.done:  # else stored by the call that held the connection before us
                 with self._arrivals_lock:
                     batch, self._arrivals = self._arrivals, []
+                if entry not in batch:  # taken by a call that was interrupted before it stored it
+                    batch.insert(0, entry)
                 self._insert_together(batch, entry)
         if entry.error is not None:
             raise entry.error
