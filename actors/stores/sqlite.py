@@ -47,6 +47,7 @@ from .base import (
     interrupted_message,
     success_as_finish,
 )
+from .group_commit import GroupCommit
 from .sqlite_durable import _BY_POSITION, DurableSQLite
 from .sqlite_file import APPLICATION_ID, create, inspect, newer, upgrade
 
@@ -134,8 +135,7 @@ class SQLiteStore(DurableSQLite):
             raise StoreError(f"the SQLite store needs SQLite >= 3.35 (UPDATE ... FROM, JSON); this Python has {sqlite3.sqlite_version}")
         self.path = os.fspath(path)
         self._mutex = threading.RLock()
-        self._arrivals: list[_Arrival] = []  # insert calls waiting for the connection (group commit)
-        self._arrivals_lock = threading.Lock()
+        self._group = GroupCommit(self._mutex, self._insert)  # submits from several threads share commits
         self._lock_fd: int | None = None
         inspect(self.path)  # before anything is created or changed: the lock, the file, WAL
         if lock:
@@ -242,46 +242,11 @@ class SQLiteStore(DurableSQLite):
 
     def insert(self, runs: list[NewRun], now: float) -> list[tuple[int, bool]]:
         """Store the new `runs`, created at `now` (see `Store.insert`), with group commit: calls
-        from other threads that arrive while one is writing wait for the connection, and the
-        next to get it stores what every waiting call brought in one transaction; each returns
-        its own ids once that transaction committed (N submitting threads pay about one
-        commit, not N in a row)."""
-        entry = _Arrival(runs, now)
-        with self._arrivals_lock:
-            self._arrivals.append(entry)
-        with self._mutex:
-            if not entry.done:  # else stored by the call that held the connection before us
-                with self._arrivals_lock:
-                    batch, self._arrivals = self._arrivals, []
-                if entry not in batch:  # taken by a call that was interrupted before it stored it
-                    batch.insert(0, entry)
-                self._insert_together(batch, entry)
-        if entry.error is not None:
-            raise entry.error
-        return entry.stored
-
-    def _insert_together(self, batch: list[_Arrival], own: _Arrival) -> None:
-        """One transaction for the runs of every call in `batch` (`own` is the caller's). When it
-        fails, each call is tried alone, so that an error is only ever its own call's."""
-        try:
-            stored = self._insert([run for entry in batch for run in entry.runs], max(e.now for e in batch))
-        except Exception as exc:
-            if len(batch) == 1:
-                own.error, own.done = exc, True
-                return
-            for entry in batch:
-                self._insert_together([entry], entry)
-            return
-        except BaseException:  # interrupted: the other calls are still to store, by their own threads
-            with self._arrivals_lock:
-                self._arrivals[:0] = [entry for entry in batch if entry is not own]
-            raise
-        start = 0
-        for entry in batch:
-            entry.stored, entry.done = stored[start:start + len(entry.runs)], True
-            start += len(entry.runs)
+        from several threads at once share one transaction (`group_commit.py`)."""
+        return self._group.insert(runs, now)
 
     def _insert(self, runs: list[NewRun], now: float) -> list[tuple[int, bool]]:
+        """`insert`'s transaction; called with the mutex held (by `GroupCommit`)."""
         sql = ("INSERT INTO runs (job, status, input, priority, max_attempts, timeout, created_at, scheduled_at, "
                "version, key, unique_key, parent_id, tenant, metadata, rerun_of) "
                "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -293,13 +258,12 @@ class SQLiteStore(DurableSQLite):
         if plain and len(rows) == 1:
             # one statement in autocommit is its own durable transaction: one call into SQLite
             # (one release of the GIL) instead of three, which matters while the loop thread runs
-            with self._mutex:
-                try:
-                    run_id = db.execute(sql, rows[0]).lastrowid
-                    assert run_id is not None
-                    return [(run_id, True)]
-                except sqlite3.Error as exc:
-                    raise StoreError(f"cannot write store {self.path}: {exc}") from exc
+            try:
+                run_id = db.execute(sql, rows[0]).lastrowid
+                assert run_id is not None
+                return [(run_id, True)]
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write store {self.path}: {exc}") from exc
         with self._write():
             if plain:
                 db.executemany(sql, rows)
@@ -648,18 +612,6 @@ class SQLiteStore(DurableSQLite):
 def _record(row: tuple[Any, ...]) -> RunRecord:
     return RunRecord(row[0], row[1], RunStatus(row[2]), *row[3:18], json.loads(row[18]) if row[18] else {},  # type: ignore[call-arg]
                      *row[19:24], json.loads(row[24]) if row[24] else None, row[25])
-
-
-class _Arrival:
-    """One `insert` call waiting for the connection: its runs, then their ids or the error."""
-
-    __slots__ = ("runs", "now", "done", "stored", "error")
-
-    def __init__(self, runs: list[NewRun], now: float) -> None:
-        self.runs, self.now = runs, now
-        self.done = False
-        self.stored: list[tuple[int, bool]] = []
-        self.error: BaseException | None = None
 
 
 class _Transaction:

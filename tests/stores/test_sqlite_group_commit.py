@@ -35,7 +35,7 @@ def pile_up(store: SQLiteStore, calls: list[list[NewRun]]) -> dict[int, Any]:
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 10
-        while len(store._arrivals) < len(calls):
+        while len(store._group) < len(calls):
             assert time.monotonic() < deadline, "the calls did not queue up"
             time.sleep(0.001)
         assert results == {}  # nobody returns before its runs are committed
