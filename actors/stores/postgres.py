@@ -426,15 +426,18 @@ class PostgresStore(DurablePostgres, LimitedPostgres):
             with contextlib.suppress(Exception):
                 listener.close()
 
-    def wake_socket(self) -> tuple[int, int] | None:
+    def wake_socket(self, watching: int = 0) -> tuple[int, int] | None:
         """(generation, a duplicate of the LISTENing connection's socket) for a loop to watch:
         readable, it calls `changed()` at once instead of at its next poll. The loop owns the
         duplicate (closes it), so the store may close its connection whenever; a new
-        connection has a new generation. None while nothing LISTENs."""
+        connection has a new generation (from 1). When `watching` is the current generation,
+        (watching, -1): the caller's duplicate is still the one. None while nothing LISTENs."""
         with self._mutex:
             listener = self._listener
             if listener is None or listener.closed or listener.broken or self._incarnation is None:
                 return None  # (without an incarnation `changed()` would not drain it: a hot loop)
+            if watching == self._listens:
+                return watching, -1
             try:
                 return self._listens, os.dup(listener.fileno())
             except (OSError, psycopg.Error):

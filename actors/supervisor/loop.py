@@ -364,10 +364,10 @@ class ServeLoop:
         socket_of = getattr(self.sup.store, "wake_socket", None)
         if not callable(socket_of) or self.loop is None:
             return
-        found, watched = None if stop else socket_of(), self._watched
+        watched = self._watched
+        found = None if stop else socket_of(watched[0] if watched is not None else 0)
         if found is not None and watched is not None and found[0] == watched[0]:
-            os.close(found[1])  # the same connection: keep watching it
-            return
+            return  # the same connection: keep watching it
         if watched is not None:
             self.loop.remove_reader(watched[1])
             os.close(watched[1])
